@@ -1,0 +1,34 @@
+# One command per habit; CI runs the same ones.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Render manifests/example.yaml on the built-in simulator into output/example/
+run: $(STAMP)
+	$(BIN)/i2v-runner run manifests/example.yaml --simulate
+
+## The test suite (unit + integration against the simulator over loopback)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+## ruff and mypy
+lint: $(STAMP)
+	$(BIN)/ruff check runner tests
+	$(BIN)/ruff format --check runner tests
+	$(BIN)/mypy
+
+## Scheduler benchmark against the time-compressed simulator
+bench: $(STAMP)
+	$(BIN)/python -m runner.bench
+
+clean:
+	rm -rf $(VENV) output/example

@@ -1,0 +1,123 @@
+"""The one exception tree of the runner.
+
+::
+
+    RunnerError
+    ├── ConfigError            bad arguments, environment or configuration (exit 2)
+    ├── ManifestError          the manifest cannot be used; carries every problem found (exit 2)
+    ├── LedgerError            the ledger cannot be read or written
+    ├── LockedError            another runner holds the output directory
+    └── ApiError               anything the Eachlabs API (or the way to it) did wrong
+        ├── TransportError     no usable HTTP answer: refused, reset, timed out
+        │   └── AmbiguousCreateError  a create whose outcome is unknown (it may have created one)
+        ├── DownloadError      an output file could not be fetched or failed verification
+        └── ApiStatusError     the server answered with a non-success status
+            ├── AccountError       401 / 402: the account cannot submit (exit 3)
+            ├── CapacityError      429: the account's in-flight cap or request rate
+            └── NotFoundError      404: unknown prediction or model
+
+aiohttp and timeout errors are translated into these in ``runner.client`` and
+``runner.download`` only; nothing else in the package catches aiohttp's own errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RunnerError(Exception):
+    """Root of every error the runner raises on purpose."""
+
+
+class ConfigError(RunnerError):
+    """Arguments, environment or configuration are unusable; nothing was submitted."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest: where it is and what is wrong."""
+
+    where: str
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ManifestError(RunnerError):
+    """The manifest cannot be run; ``problems`` lists every error found in one pass."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the manifest:\n{lines}")
+
+
+class LedgerError(RunnerError):
+    """The ledger cannot be read or appended to."""
+
+
+class LockedError(RunnerError):
+    """Another runner holds the lock on this output directory."""
+
+
+class ApiError(RunnerError):
+    """The API, or the network to it, did not do what was asked."""
+
+
+class TransportError(ApiError):
+    """No usable HTTP answer arrived: connection refused or reset, timeout, bad response."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        #: False only when the request provably never left this machine (connect failed).
+        self.sent = sent
+
+
+class AmbiguousCreateError(TransportError):
+    """A create request was sent but its answer was lost: a prediction may exist."""
+
+
+class DownloadError(ApiError):
+    """An output file could not be downloaded, or failed its checks."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ApiStatusError(ApiError):
+    """The server answered with a non-2xx status.
+
+    ``message`` is the server's own text (``error``/``details`` of the body) when it gave one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        body: object = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.body = body
+        self.request_id = request_id
+        self.retry_after = retry_after
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"HTTP {status}: {message}{suffix}")
+
+
+class AccountError(ApiStatusError):
+    """401 or 402: the key is refused or the balance is too low; stop submitting."""
+
+
+class CapacityError(ApiStatusError):
+    """429: the account's in-flight cap (or request rate) is reached; nothing was created."""
+
+
+class NotFoundError(ApiStatusError):
+    """404: the prediction or model does not exist."""
