@@ -1,0 +1,5 @@
+"""``python -m runner`` does what ``i2v-runner`` does."""
+
+from runner.cli import main
+
+main()

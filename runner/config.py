@@ -1,0 +1,100 @@
+"""Frozen settings, their defaults, and the one place the environment is read."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import ConfigError
+
+DEFAULT_API_BASE = "https://api.eachlabs.ai"
+#: The account's documented cap on predictions in flight (fixed-price models).
+DEFAULT_CONCURRENCY = 10
+#: The documented request budget: 60 API requests per 60 s, read strictly (any window).
+DEFAULT_RATE_LIMIT = 60
+DEFAULT_RATE_WINDOW = 60.0
+#: The service quantises status to about 5 s: polling one prediction faster gains nothing.
+DEFAULT_POLL_MIN = 5.0
+#: The vendor pages quote ~200-240 s per video.
+DEFAULT_EXPECTED_RUNTIME = 200.0
+#: A prediction still running after this long is cancelled and recorded as failed (timeout).
+DEFAULT_ITEM_TIMEOUT = 30 * 60.0
+#: Attempts per item per run for predictions that end in a retryable error.
+DEFAULT_MAX_ATTEMPTS = 2
+#: Per-request timeout for API calls; a create that times out is ambiguous, never resent blindly.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+#: Output URLs are promised for ~24 h; downloads get a longer timeout than API calls.
+DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+
+ENV_API_KEY = "EACHLABS_API_KEY"
+ENV_API_BASE = "EACHLABS_API_BASE"
+
+#: The key the in-process simulator accepts when no real key is configured.
+SIMULATOR_API_KEY = "simulator-key"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard the runner may push the API."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate_limit: int = DEFAULT_RATE_LIMIT
+    rate_window: float = DEFAULT_RATE_WINDOW
+    poll_min: float = DEFAULT_POLL_MIN
+    expected_runtime: float = DEFAULT_EXPECTED_RUNTIME
+    item_timeout: float = DEFAULT_ITEM_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, built once by the CLI (or a library caller)."""
+
+    manifest_path: Path
+    output_dir: Path
+    api_base: str
+    api_key: str = field(repr=False)  # a secret: never printed, logged or persisted
+    limits: Limits = Limits()
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = False
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """Parse ``N/SECONDS`` (e.g. ``60/60``) into ``(N, SECONDS)``; ConfigError if malformed."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*", text)
+    if match is None:
+        raise ConfigError(f"--rate must look like N/SECONDS (e.g. 60/60), not {text!r}")
+    count, window = int(match.group(1)), float(match.group(2))
+    if count < 1 or window <= 0:
+        raise ConfigError(f"--rate needs N >= 1 and SECONDS > 0, not {text!r}")
+    return count, window
+
+
+def resolve_api_base(flag: str | None, env: Mapping[str, str]) -> str:
+    """``--api-base``, else ``EACHLABS_API_BASE``, else the real API; without a trailing slash."""
+    base = flag or env.get(ENV_API_BASE) or DEFAULT_API_BASE
+    if not re.match(r"^https?://[^/\s]+", base):
+        raise ConfigError(f"the API base must be an http(s) URL, not {base!r}")
+    return base.rstrip("/")
+
+
+def resolve_api_key(key_file: Path | None, env: Mapping[str, str]) -> str | None:
+    """The API key from ``--api-key-file`` if given, else ``EACHLABS_API_KEY``; None if neither.
+
+    Raises ConfigError if the named file cannot be read or is empty. Messages never contain
+    the key itself.
+    """
+    if key_file is not None:
+        try:
+            key = key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API key file {key_file}: {exc.strerror}") from None
+        if not key:
+            raise ConfigError(f"the API key file {key_file} is empty")
+        return key
+    key = env.get(ENV_API_KEY, "").strip()
+    return key or None

@@ -1,0 +1,80 @@
+"""The resume plan: manifest items minus what the ledger already knows (pure).
+
+Each item gets one action. An item's identity is its key, so reordering the manifest or
+renaming an id changes nothing; editing a prompt makes a new key and a new render.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from runner.jobs import JobState
+from runner.ledger import KeyState
+from runner.manifest import Item
+
+#: The error code recorded when a succeeded prediction's video could not be fetched.
+DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+
+
+class Action(enum.StrEnum):
+    SUBMIT = "submit"  # nothing on the server yet: upload if needed, create, poll, download
+    POLL = "poll"  # a prediction id is recorded: poll it again, never create again
+    RECONCILE = "reconcile"  # a create was sent but its answer not recorded: look it up first
+    DOWNLOAD = "download"  # succeeded, but the file is missing or does not verify
+    DONE = "done"  # the file is on disk and matches the ledger
+    FAILED = "failed"  # failed in an earlier run; only --retry-failed submits it again
+    DUPLICATE = "duplicate"  # same key as an earlier item: rendered once, for that item
+
+
+@dataclass(frozen=True)
+class Step:
+    item: Item
+    action: Action
+    state: KeyState
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    def count(self, action: Action) -> int:
+        return sum(1 for step in self.steps if step.action is action)
+
+
+def make_plan(
+    items: Sequence[Item],
+    states: Mapping[str, KeyState],
+    *,
+    file_ok: Mapping[str, bool],
+    retry_failed: bool = False,
+) -> Plan:
+    """One step per item. ``file_ok[key]`` says whether a downloaded item's file verified."""
+    steps: list[Step] = []
+    first_with_key: dict[str, str] = {}
+    for item in items:
+        state = states.get(item.key) or KeyState(key=item.key, item=item.id)
+        if item.key in first_with_key:
+            steps.append(Step(item, Action.DUPLICATE, state, duplicate_of=first_with_key[item.key]))
+            continue
+        first_with_key[item.key] = item.id
+        steps.append(Step(item, _action(state, file_ok.get(item.key, False), retry_failed), state))
+    return Plan(tuple(steps))
+
+
+def _action(state: KeyState, file_ok: bool, retry_failed: bool) -> Action:
+    if state.state is JobState.DOWNLOADED:
+        return Action.DONE if file_ok else Action.DOWNLOAD
+    if state.state is JobState.SUCCEEDED:
+        return Action.DOWNLOAD
+    if state.state is JobState.SUBMITTED:
+        return Action.POLL
+    if state.state is JobState.SUBMITTING:
+        return Action.RECONCILE
+    if state.state is JobState.FAILED and state.error_code == DOWNLOAD_FAILED and state.output_url:
+        return Action.DOWNLOAD  # the video was paid for: fetching it again costs nothing
+    if state.state is JobState.FAILED:
+        return Action.SUBMIT if retry_failed else Action.FAILED
+    return Action.SUBMIT

@@ -1,0 +1,94 @@
+"""Settling a create whose answer was lost: did it make a prediction, and which?
+
+Creates are not idempotent. When a create's answer never arrived (a crash between the request
+and its ``submitted`` record, a timeout, a reset, a 5xx), the runner looks the prediction up
+with ``GET /v1/executions`` (same model, created in a window around the attempt), fetches each
+candidate to compare its echoed ``input`` with what was sent, and attaches to the match. Only a
+lookup that answers and shows no such prediction frees the item to be submitted again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from runner.client import EachlabsClient
+from runner.errors import ApiError
+from runner.ledger import KeyState
+from runner.manifest import Item
+
+log = logging.getLogger(__name__)
+
+#: How far around the recorded attempt to look: covers clock skew and slow answers.
+WINDOW_BEFORE = timedelta(minutes=10)
+WINDOW_AFTER = timedelta(minutes=30)
+
+
+class Verdict(enum.StrEnum):
+    FOUND = "found"  # the lost create made this prediction: attach to it
+    ABSENT = "absent"  # the server shows no such prediction: submitting again is safe
+    UNDECIDED = "undecided"  # the server offers no way to tell: leave it to the operator
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def window(ts: str | None, now: datetime) -> tuple[str, str]:
+    """The ``from``/``to`` bounds to search around an attempt made at ``ts`` (ISO 8601)."""
+    try:
+        at = datetime.fromisoformat((ts or "").replace("Z", "+00:00"))
+    except ValueError:
+        at = now
+    return _rfc3339(at - WINDOW_BEFORE), _rfc3339(
+        min(now, at + WINDOW_AFTER) + timedelta(minutes=1)
+    )
+
+
+def same_input(sent: Mapping[str, Any], echoed: Mapping[str, Any]) -> bool:
+    """Whether the server's echo matches what was sent (it may add defaults we did not send)."""
+    return all(echoed.get(name) == value for name, value in sent.items())
+
+
+async def find_prediction(
+    client: EachlabsClient,
+    item: Item,
+    state: KeyState,
+    uploads: Mapping[str, str],
+    *,
+    exclude: Collection[str | None] = (),
+) -> tuple[Verdict, str | None]:
+    """Look for the prediction a lost create for ``item`` may have made."""
+    if item.image_url is not None:
+        image_url: str | None = item.image_url
+    else:
+        image_url = uploads.get(item.image_sha256 or "")
+    if image_url is None:
+        # The image was never uploaded, so no create with it can have been sent.
+        return Verdict.ABSENT, None
+    sent = item.request_input(image_url)
+    start, end = window(state.submitting_ts, datetime.now(UTC))
+    try:
+        rows = await client.executions(model=item.model, **{"from": start, "to": end})
+    except ApiError as exc:
+        log.warning("%s: the executions lookup failed: %s", item.id, exc)
+        return Verdict.UNDECIDED, None
+    undecided = False
+    for row in rows:
+        candidate = row.get("id")
+        if not isinstance(candidate, str) or candidate in exclude:
+            continue
+        try:
+            prediction = await client.get(candidate)
+        except ApiError as exc:
+            log.warning("%s: could not fetch candidate %s: %s", item.id, candidate, exc)
+            undecided = True
+            continue
+        if prediction.input is None:
+            undecided = True
+        elif same_input(sent, prediction.input):
+            return Verdict.FOUND, candidate
+    return (Verdict.UNDECIDED if undecided else Verdict.ABSENT), None

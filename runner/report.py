@@ -1,0 +1,121 @@
+"""What a run ended with: ``summary.json``, the exit code and the one-screen summary (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from runner.jobs import JobState, summary_status
+from runner.ledger import KeyState
+from runner.plan import Action, Plan
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ACCOUNT = 3
+EXIT_LOCKED = 4
+EXIT_INTERRUPTED = 130
+
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    summary: dict[str, Any]
+    exit_code: int
+    text: str
+
+
+def item_row(item_id: str, state: KeyState, duplicate_of: str | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": item_id,
+        "status": summary_status(state.state),
+        "prediction_id": state.prediction_id,
+        "path": state.path if state.state is JobState.DOWNLOADED else None,
+        "sha256": state.sha256 if state.state is JobState.DOWNLOADED else None,
+        "cost": state.cost,
+        "error": state.error if state.state is JobState.FAILED else None,
+    }
+    if state.state is JobState.FAILED and state.error_code:
+        row["error_code"] = state.error_code
+    if state.state is JobState.SUBMITTING:
+        row["error"] = "ambiguous: a create was sent but its answer was not recorded"
+    if duplicate_of is not None:
+        row["duplicate_of"] = duplicate_of
+    return row
+
+
+def build_summary(
+    batch: str,
+    plan: Plan,
+    final: dict[str, KeyState],
+    *,
+    interrupted: bool,
+    account_error: str | None,
+) -> dict[str, Any]:
+    """``summary.json``: counts and one row per manifest item, in manifest order."""
+    rows = []
+    by_id = {step.item.id: step for step in plan.steps}
+    for step in plan.steps:
+        source = step.duplicate_of if step.action is Action.DUPLICATE else step.item.id
+        assert source is not None
+        state = final.get(source) or by_id[source].state
+        rows.append(item_row(step.item.id, state, step.duplicate_of))
+    counts = Counter(row["status"] for row in rows)
+    spent = sum(
+        (final.get(step.item.id) or step.state).cost or 0.0
+        for step in plan.steps
+        if step.action is not Action.DUPLICATE
+    )
+    return {
+        "batch": batch,
+        "counts": {
+            "total": len(rows),
+            **{name: counts.get(name, 0) for name in ("done", "failed", "pending", "running")},
+        },
+        "cost_usd": round(spent, 4),
+        "interrupted": interrupted,
+        "account_error": account_error,
+        "items": rows,
+    }
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if summary["account_error"]:
+        return EXIT_ACCOUNT
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    counts = summary["counts"]
+    return EXIT_OK if counts["done"] == counts["total"] else EXIT_FAILED
+
+
+def render(
+    summary: dict[str, Any], output_dir: str, resume_command: str, *, max_failures: int = 10
+) -> str:
+    """The one-screen summary printed at the end of a run."""
+    counts = summary["counts"]
+    lines = [
+        f"batch {summary['batch']}: {counts['done']}/{counts['total']} done, "
+        f"{counts['failed']} failed, {counts['running']} running, {counts['pending']} pending; "
+        f"spent ${summary['cost_usd']:.2f}",
+        f"videos, ledger and summary.json in {output_dir}",
+    ]
+    failed = [row for row in summary["items"] if row["status"] == "failed"]
+    for row in failed[:max_failures]:
+        code = f" [{row['error_code']}]" if row.get("error_code") else ""
+        lines.append(f"  failed {row['id']}{code}: {row['error']}")
+    if len(failed) > max_failures:
+        lines.append(f"  ... and {len(failed) - max_failures} more failed (see summary.json)")
+    if summary["account_error"]:
+        lines.append(f"the API refused the account, submitting stopped: {summary['account_error']}")
+    if summary["interrupted"]:
+        lines.append("interrupted: predictions already in flight keep running on the server")
+    if counts["done"] < counts["total"]:
+        if failed and counts["failed"] == counts["total"] - counts["done"]:
+            lines.append(f"to submit the failed items again: {resume_command} --retry-failed")
+        else:
+            lines.append(f"to resume: {resume_command}")
+    elif counts["total"]:
+        lines.append("all items are done")
+    return "\n".join(lines)

@@ -1,0 +1,246 @@
+"""The whole path against the simulator over loopback: manifest → predictions → MP4s → ledger."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.errors import LockedError
+from runner.run import output_lock, run_batch
+
+from .helpers import (
+    API_KEY,
+    FAST,
+    ledger_events,
+    load,
+    mp4_frames,
+    resembles,
+    run_config,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_batch_renders_every_item_and_a_rerun_does_nothing(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=6)
+    manifest = load(manifest_path)
+    output = tmp_path / "out"
+    config = run_config(manifest_path, sim.base_url, output)
+
+    result = await run_batch(config, manifest, resume_command="again")
+
+    assert result.exit_code == 0, result.text
+    assert result.summary["counts"] == {
+        "total": 6,
+        "done": 6,
+        "failed": 0,
+        "pending": 0,
+        "running": 0,
+    }
+    images = sorted((manifest_path.parent / "images").glob("*.png"))
+    for item in manifest.items:
+        video = output / f"{item.id}.mp4"
+        frames, first = mp4_frames(video)
+        assert frames > 24
+        assert item.image_path is not None and resembles(first, item.image_path, images)
+    events = ledger_events(output)
+    for item in manifest.items:
+        mine = [e["event"] for e in events if e["item"] == item.id and e["event"] != "uploaded"]
+        assert mine == ["submitting", "submitted", "succeeded", "downloaded"]
+    submitted = [e for e in events if e["event"] == "submitted"]
+    assert all(e["prediction_id"] and e["ts"] and e["key"] for e in submitted)
+    rows = {row["id"]: row for row in json.loads((output / "summary.json").read_text())["items"]}
+    assert all(
+        row["status"] == "done" and row["cost"] == 0.43 and len(row["sha256"]) == 64
+        for row in rows.values()
+    )
+    assert len(sim.stats.creates) == 6
+    assert sim.stats.uploads == len({item.image_sha256 for item in manifest.items})
+
+    before = (
+        len(sim.stats.creates),
+        sim.stats.presigns,
+        sim.stats.uploads,
+        sim.stats.downloads,
+        len(sim.stats.api_requests),
+    )
+    again = await run_batch(config, manifest, resume_command="again")
+    after = (
+        len(sim.stats.creates),
+        sim.stats.presigns,
+        sim.stats.uploads,
+        sim.stats.downloads,
+        len(sim.stats.api_requests),
+    )
+    assert again.exit_code == 0
+    assert after == before
+    assert "all items are done" in again.text
+
+
+async def test_in_flight_never_exceeds_the_concurrency(simulator: Any, tmp_path: Path) -> None:
+    sim = await simulator(concurrency=3)
+    manifest_path = write_manifest(tmp_path, count=9)
+    config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=3))
+    result = await run_batch(config, load(manifest_path), resume_command="x")
+    assert result.exit_code == 0, result.text
+    assert sim.stats.max_in_flight == 3
+    assert sim.stats.refused_cap == 0
+
+
+async def test_a_429_at_the_cap_is_waited_out_never_an_item_failure(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(concurrency=2)
+    manifest_path = write_manifest(tmp_path, count=6)
+    config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=5))
+    result = await run_batch(config, load(manifest_path), resume_command="x")
+    assert result.exit_code == 0, result.text
+    assert sim.stats.refused_cap > 0
+    assert sim.stats.max_in_flight <= 2
+    assert len(sim.stats.creates) == 6
+
+
+async def test_requests_stay_within_the_rate_limit_in_every_window(
+    simulator: Any, tmp_path: Path
+) -> None:
+    limit, window = 12, 0.5
+    sim = await simulator(rate_limit=limit, rate_window=window)
+    manifest_path = write_manifest(tmp_path, count=6)
+    limits = replace(FAST, rate_limit=limit, rate_window=window)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 0, result.text
+    times = sorted(t for t, _ in sim.stats.api_requests)
+    assert len(times) > limit  # the budget was actually exercised
+    busiest = max(sum(1 for t in times if start <= t < start + window) for start in times)
+    assert busiest <= limit
+    assert sim.stats.refused_rate == 0
+
+
+@pytest.mark.parametrize(
+    "shape", ["list", "string", "json_string", "object_url", "object_video_url"]
+)
+async def test_every_output_shape_downloads(simulator: Any, tmp_path: Path, shape: str) -> None:
+    sim = await simulator(output_shape=shape)
+    manifest_path = write_manifest(tmp_path, count=1)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out"),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 0, result.text
+
+
+@pytest.mark.parametrize(
+    ("error_shape", "legacy", "message"),
+    [("full", False, "PROVIDER_FAILED"), ("dispatch", False, None), ("logs", True, None)],
+)
+async def test_failures_are_recorded_with_the_server_message(
+    simulator: Any, tmp_path: Path, error_shape: str, legacy: bool, message: str | None
+) -> None:
+    sim = await simulator(failure_rate=1.0, error_shape=error_shape, legacy_statuses=legacy)
+    manifest_path = write_manifest(tmp_path, count=2)
+    output = tmp_path / "out"
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
+    )
+    assert result.exit_code == 1
+    rows = result.summary["items"]
+    assert [row["status"] for row in rows] == ["failed", "failed"]
+    assert all(row["error"] for row in rows)
+    if message:
+        assert all(row["error_code"] == message for row in rows)
+    assert len(sim.stats.creates) == 2  # a non-retryable failure is not resubmitted
+    assert "--retry-failed" in result.text
+    # A later run leaves failed items alone unless asked.
+    again = await run_batch(
+        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
+    )
+    assert again.exit_code == 1 and len(sim.stats.creates) == 2
+
+
+async def test_retryable_failures_are_resubmitted_up_to_max_attempts(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(retryable_failure_rate=1.0)
+    manifest_path = write_manifest(tmp_path, count=2)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, max_attempts=3)),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 1
+    assert Counter(c.input["prompt"] for c in sim.stats.creates) == {
+        "scene number 0 slowly comes alive, zoom in": 3,
+        "scene number 1 slowly comes alive, zoom in": 3,
+    }
+
+
+async def test_a_refused_key_stops_submitting_with_exit_3(simulator: Any, tmp_path: Path) -> None:
+    sim = await simulator(api_keys=frozenset({"the-right-key"}))
+    manifest_path = write_manifest(tmp_path, count=3)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out"),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 3
+    assert len(sim.stats.creates) == 0
+    assert "Invalid or missing API key" in result.text
+
+
+async def test_an_exhausted_balance_stops_submitting_but_finishes_what_runs(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(balance_usd=0.43 * 2)
+    manifest_path = write_manifest(tmp_path, count=4)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out"),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 3
+    counts = result.summary["counts"]
+    assert (
+        counts["done"] >= 1 and counts["done"] == len(sim.stats.creates) and counts["pending"] >= 1
+    )
+
+
+async def test_a_second_runner_on_the_same_directory_is_refused(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=1)
+    output = tmp_path / "out"
+    output.mkdir()
+    with output_lock(output), pytest.raises(LockedError, match="another runner"):
+        await run_batch(
+            run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
+        )
+    assert not (output / "ledger.jsonl").exists()
+    assert len(sim.stats.api_requests) == 0
+
+
+async def test_the_key_is_never_written_anywhere(simulator: Any, tmp_path: Path) -> None:
+    sim = await simulator(failure_rate=0.5)
+    manifest_path = write_manifest(tmp_path, count=4)
+    output = tmp_path / "out"
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
+    )
+    assert API_KEY not in result.text
+    for path in output.iterdir():
+        if path.suffix in (".jsonl", ".json"):
+            assert API_KEY not in path.read_text()

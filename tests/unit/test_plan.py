@@ -1,0 +1,77 @@
+"""The resume plan: manifest minus ledger, from tables."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from runner.jobs import JobState
+from runner.ledger import KeyState
+from runner.manifest import Item
+from runner.plan import DOWNLOAD_FAILED, Action, make_plan
+
+
+def item(item_id: str, key: str) -> Item:
+    return Item(
+        id=item_id,
+        index=0,
+        line=1,
+        model="minimax-i2v-01",
+        prompt="p",
+        image="https://example.org/x.png",
+        image_path=None,
+        image_url="https://example.org/x.png",
+        image_sha256=None,
+        input={"prompt": "p"},
+        key=key,
+    )
+
+
+BASE = KeyState(key="k", item="a")
+
+
+@pytest.mark.parametrize(
+    ("state", "file_ok", "retry_failed", "action"),
+    [
+        (None, False, False, Action.SUBMIT),
+        (replace(BASE, state=JobState.PENDING), False, False, Action.SUBMIT),
+        (replace(BASE, state=JobState.SUBMITTING), False, False, Action.RECONCILE),
+        (replace(BASE, state=JobState.SUBMITTED, prediction_id="p"), False, False, Action.POLL),
+        (replace(BASE, state=JobState.SUCCEEDED, output_url="u"), False, False, Action.DOWNLOAD),
+        (replace(BASE, state=JobState.DOWNLOADED, path="a.mp4"), True, False, Action.DONE),
+        (replace(BASE, state=JobState.DOWNLOADED, path="a.mp4"), False, False, Action.DOWNLOAD),
+        (replace(BASE, state=JobState.FAILED, error="x"), False, False, Action.FAILED),
+        (replace(BASE, state=JobState.FAILED, error="x"), False, True, Action.SUBMIT),
+        (
+            replace(BASE, state=JobState.FAILED, error_code=DOWNLOAD_FAILED, output_url="u"),
+            False,
+            False,
+            Action.DOWNLOAD,
+        ),
+    ],
+)
+def test_action_per_ledger_state(
+    state: KeyState | None, file_ok: bool, retry_failed: bool, action: Action
+) -> None:
+    states = {} if state is None else {"k": state}
+    plan = make_plan([item("a", "k")], states, file_ok={"k": file_ok}, retry_failed=retry_failed)
+    assert [step.action for step in plan.steps] == [action]
+
+
+def test_identity_is_the_key_so_reordering_and_renaming_change_nothing() -> None:
+    states = {"k1": replace(BASE, key="k1", state=JobState.SUBMITTED, prediction_id="p1")}
+    plan = make_plan([item("second", "k2"), item("renamed", "k1")], states, file_ok={})
+    assert [(s.item.id, s.action) for s in plan.steps] == [
+        ("second", Action.SUBMIT),
+        ("renamed", Action.POLL),
+    ]
+
+
+def test_same_key_twice_is_rendered_once() -> None:
+    plan = make_plan([item("a", "k"), item("b", "k")], {}, file_ok={})
+    assert [(s.action, s.duplicate_of) for s in plan.steps] == [
+        (Action.SUBMIT, None),
+        (Action.DUPLICATE, "a"),
+    ]
+    assert plan.count(Action.SUBMIT) == 1
