@@ -18,19 +18,22 @@ from runner.errors import ConfigError, LedgerError, LockedError, ManifestError, 
 from runner.manifest import load_manifest
 from runner.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCKED, RunResult
 from runner.run import run_batch
+from runner.simulator import SimConfig, Simulator, serve_forever
 
 log = logging.getLogger("runner")
 
-#: The in-process simulator's profile for ``--simulate``: runs of 5-12 s so the example batch
-#: finishes within about a minute at the real client defaults (5 s poll floor, 60/60 budget).
-SIMULATE_PROFILE = {
-    "runtime_mean": 8.0,
-    "runtime_min": 5.0,
-    "runtime_max": 12.0,
-    "outlier_rate": 0.0,
-    "queue_delay": 1.0,
-    "status_quantum": 1.0,
-}
+
+def simulate_profile() -> SimConfig:
+    """The in-process simulator of ``--simulate``: runs of 5-12 s, so the example batch
+    finishes within about a minute at the real client defaults (5 s poll floor, 60/60)."""
+    return SimConfig(
+        runtime_mean=8.0,
+        runtime_min=5.0,
+        runtime_max=12.0,
+        outlier_rate=0.0,
+        queue_delay=1.0,
+        status_quantum=1.0,
+    )
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -174,9 +177,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> RunResult:
     output = args.output or Path("output") / manifest.batch
     resume = shlex.join(["i2v-runner", *argv])
     if args.simulate:
-        from runner.simulator import SimConfig, Simulator
-
-        async with Simulator(replace(SimConfig(), **SIMULATE_PROFILE)) as sim:
+        async with Simulator(simulate_profile()) as sim:
             log.info("built-in simulator listening on %s", sim.base_url)
             config = cfg.RunConfig(
                 manifest_path=args.manifest,
@@ -207,8 +208,6 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> RunResult:
 
 
 async def _simulate(args: argparse.Namespace) -> None:
-    from runner.simulator import SimConfig, serve_forever
-
     sim_config = SimConfig(
         concurrency=args.concurrency, failure_rate=args.failure_rate, seed=args.seed
     )

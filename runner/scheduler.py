@@ -177,6 +177,13 @@ class BatchRunner:
         """No new create is sent after this (a signal, an account error, ...)."""
         self._stop_submitting = True
 
+    def _refused(self, exc: AccountError) -> None:
+        """The account cannot submit (401/402): stop creating; predictions in flight go on."""
+        if self.outcome.account_error is None:
+            self.outcome.account_error = str(exc)
+            log.error("the API refused the account: %s; submitting stopped", exc)
+        self.stop_submitting()
+
     def cancel(self) -> None:
         """End the run now; creates already sent still get their answer recorded."""
         self._stop_submitting = True
@@ -289,9 +296,9 @@ class BatchRunner:
                 return False
             try:
                 image_url = await self._image_url(job)
-            except AccountError:
-                self.stop_submitting()
-                raise
+            except AccountError as exc:
+                self._refused(exc)
+                return False
             except ApiError as exc:
                 failures += 1
                 if await self._gave_up(job, failures, f"image upload failed: {exc}"):
@@ -303,6 +310,8 @@ class BatchRunner:
                 job.last_poll_at = None
                 log.info("%s: submitted as %s", job.item.id, outcome)
                 return True
+            if isinstance(outcome, AccountError):
+                return False
             if isinstance(outcome, CapacityError):
                 refusals += 1
                 pause = outcome.retry_after or policy.backoff(
@@ -344,8 +353,8 @@ class BatchRunner:
             prediction_id = await self.client.create(job.item.model, request)
         except AccountError as exc:
             await self._record(job, JobState.PENDING, reason=f"refused: HTTP {exc.status}")
-            self.stop_submitting()
-            raise
+            self._refused(exc)
+            return exc
         except AmbiguousCreateError as exc:
             return exc  # stays "submitting" in the ledger until reconciled
         except CapacityError as exc:

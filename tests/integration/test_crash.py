@@ -8,6 +8,8 @@ import random
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +24,40 @@ def cli_args(manifest: Path, base_url: str, output: Path) -> list[str]:
     return [
         sys.executable, "-m", "runner", "-q", "run", str(manifest),
         "--api-base", base_url, "--output", str(output),
-        "--poll-min", "0.05", "--rate", "1000/1", "--expected-runtime", "0.5",
+        "--poll-min", "0.05", "--rate", "1000/1", "--expected-runtime", "1", "--concurrency", "4",
     ]  # fmt: skip
 
 
-async def run_cli(args: list[str], *, kill_after: float | None = None) -> int:
+def count_events(output: Path, event: str) -> int:
+    try:
+        text = (output / "ledger.jsonl").read_text()
+    except FileNotFoundError:
+        return 0
+    return text.count(f'"event":"{event}"')
+
+
+def sent_at_least(output: Path, target: int) -> bool:
+    return count_events(output, "submitting") >= target
+
+
+def past(deadline: float) -> bool:
+    return asyncio.get_running_loop().time() > deadline
+
+
+async def run_cli(args: list[str], *, kill_when: Callable[[], bool] | None = None) -> int:
+    """Run the CLI; with ``kill_when``, SIGKILL it as soon as that becomes true (if it does)."""
     env = {**os.environ, "EACHLABS_API_KEY": API_KEY}
     process = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
-    if kill_after is None:
-        await process.communicate()
-        assert process.returncode is not None
-        return process.returncode
-    try:
-        await asyncio.wait_for(process.wait(), timeout=kill_after)
-    except TimeoutError:
-        process.send_signal(signal.SIGKILL)
-    await process.communicate()
+    if kill_when is not None:
+        while process.returncode is None and not kill_when():  # noqa: ASYNC110 (polls a file)
+            await asyncio.sleep(0.005)
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+    _, stderr = await process.communicate()
     assert process.returncode is not None
+    assert b"Traceback" not in stderr, stderr.decode()
     return process.returncode
 
 
@@ -48,20 +65,25 @@ async def test_sigkill_at_random_moments_then_resume_creates_each_item_once(
     simulator: Any, tmp_path: Path
 ) -> None:
     # A slow create answer widens the window between "the server created it" and "submitted".
-    sim = await simulator(create_delay=0.15, runtime_mean=0.8, runtime_min=0.5, runtime_max=1.2)
-    manifest_path = write_manifest(tmp_path, count=8)
+    sim = await simulator(create_delay=0.15, runtime_mean=1.0, runtime_min=0.8, runtime_max=1.4)
+    manifest_path = write_manifest(tmp_path, count=20)
     manifest = load(manifest_path)
     output = tmp_path / "out"
     args = cli_args(manifest_path, sim.base_url, output)
     rng = random.Random(7)
     kills = 0
-    for _ in range(5):
-        code = await run_cli(args, kill_after=rng.uniform(0.6, 2.0))
-        if code == -signal.SIGKILL:
-            kills += 1
+    for round_ in range(5):
+        if round_ % 2 == 0:
+            # Right after a create was sent: the server makes the prediction, the answer is lost.
+            target = count_events(output, "submitting") + rng.randint(1, 3)
+            code = await run_cli(args, kill_when=partial(sent_at_least, output, target))
+        else:
+            deadline = asyncio.get_running_loop().time() + rng.uniform(0.3, 1.5)
+            code = await run_cli(args, kill_when=partial(past, deadline))
+        kills += code == -signal.SIGKILL
         for path in output.glob("*.mp4"):  # a file with a final name is always complete
             assert mp4_frames(path)[0] > 24
-    assert kills >= 3
+    assert kills >= 4
     assert await run_cli(args) == 0
 
     created = Counter((c.model, c.input["prompt"], c.image_sha256) for c in sim.stats.creates)
