@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench stress clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check runner tests
 	$(BIN)/ruff format --check runner tests
 	$(BIN)/mypy
+
+## The crash test at length: 30 SIGKILLs at random moments, then resume
+stress: $(STAMP)
+	CRASH_KILLS=30 $(BIN)/pytest -q tests/integration/test_crash.py -k sigkill
 
 ## Scheduler benchmark against the time-compressed simulator
 bench: $(STAMP)

@@ -466,6 +466,8 @@ class Simulator:
         refusal = self._gate(request, "executions")
         if refusal is not None:
             return refusal
+        if not self.config.executions_enabled:
+            return _json({"status": 404, "error": "not found"}, 404)
         try:
             query = state.parse_executions_query(request.query)
         except state.QueryError as exc:

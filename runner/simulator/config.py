@@ -60,6 +60,7 @@ class SimConfig:
     video_seconds: float = 3.0  # rendered MP4 length at 24 fps
     max_side: int = 512  # rendered frame: the image fitted within this many pixels
     fetch_timeout: float = 5.0  # fetching an image URL that is not one of its own uploads
+    executions_enabled: bool = True  # False: /v1/executions answers 404 (an older server)
     seed: int = 0  # every random draw comes from random.Random(seed)
 
     def __post_init__(self) -> None:
