@@ -62,8 +62,13 @@ async def run_batch(
     *,
     resume_command: str,
     handle_signals: bool = False,
+    budget: RequestBudget | None = None,
 ) -> RunResult:
-    """Run ``manifest`` into ``config.output_dir``; raises LockedError, LedgerError, ConfigError."""
+    """Run ``manifest`` into ``config.output_dir``; raises LockedError, LedgerError, ConfigError.
+
+    ``budget`` is the request window to share with requests made before the run (a preflight's
+    model lookups); by default the run makes its own.
+    """
     output_dir = config.output_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +117,8 @@ async def run_batch(
             ):
                 if handle_signals:
                     tg.start_soon(_watch_signals, runner, tg.cancel_scope)
-                budget = RequestBudget(config.limits.rate_limit, config.limits.rate_window)
+                if budget is None:
+                    budget = RequestBudget(config.limits.rate_limit, config.limits.rate_window)
                 await runner.run(session, budget)
                 tg.cancel_scope.cancel()
         outcome = runner.outcome

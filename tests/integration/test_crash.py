@@ -104,8 +104,9 @@ async def test_sigkill_at_random_moments_then_resume_creates_each_item_once(
     assert not list(output.glob("*.part"))
 
 
-async def test_sigint_stops_cleanly_with_130_and_the_resume_command(
-    simulator: Any, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_sigint_or_sigterm_stops_cleanly_with_130_and_the_resume_command(
+    simulator: Any, tmp_path: Path, signum: signal.Signals
 ) -> None:
     sim = await simulator(runtime_mean=1.0, runtime_min=0.8, runtime_max=1.4)
     manifest_path = write_manifest(tmp_path, count=12)
@@ -118,7 +119,7 @@ async def test_sigint_stops_cleanly_with_130_and_the_resume_command(
     )
     while count_events(output, "submitted") < 2:  # noqa: ASYNC110 (polls a file)
         await asyncio.sleep(0.005)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = await process.communicate()
     assert process.returncode == 130, stderr.decode()
     assert "to resume: i2v-runner" in stdout.decode()

@@ -73,8 +73,11 @@ async def test_an_ambiguous_create_the_server_cannot_settle_waits_for_the_operat
     assert len(sim.stats.creates) == 2
 
 
-async def test_truncated_downloads_are_resumed_and_verified(simulator: Any, tmp_path: Path) -> None:
-    sim = await simulator(truncate_downloads_rate=0.5, seed=5)
+@pytest.mark.parametrize("cdn_range", [True, False], ids=["range-resume", "restart"])
+async def test_truncated_downloads_are_resumed_and_verified(
+    simulator: Any, tmp_path: Path, cdn_range: bool
+) -> None:
+    sim = await simulator(truncate_downloads_rate=0.5, seed=5, cdn_range=cdn_range)
     manifest_path = write_manifest(tmp_path, count=4)
     output = tmp_path / "out"
     result = await run(run_config(manifest_path, sim.base_url, output), manifest_path)
