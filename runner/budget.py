@@ -9,24 +9,36 @@ A request occupies the window from the moment it is sent until ``window`` second
 answer came back: the server counts it at some instant in between, and network latency must
 not let two requests that were a full window apart on our clock land closer on the server's.
 
-Waiters are served by priority (lower first), then in arrival order, so a create waiting for
-a slot goes before polls that were queued earlier.
+After a 429 the window lowers its own pace (halves the requests it allows per window) and
+recovers it gradually with every answered request; a ``Retry-After`` holds every request.
+
+Waiters are served by priority, lowest first, evaluated at the moment a request may go: a
+create waiting for a slot goes before any poll, and among polls the one most likely to find
+its prediction finished goes first. Priorities may be numbers or functions of the clock.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import anyio
 
-#: Priorities: creating fills an idle in-flight slot, worth more than any poll.
-PRIORITY_CREATE = 0
-PRIORITY_POLL = 10
-PRIORITY_OTHER = 5
+#: Creating fills an idle in-flight slot: worth more than anything else.
+PRIORITY_CREATE = -2.0e9
+#: Presign, cancel, executions and model lookups: they unblock a slot or a decision.
+PRIORITY_OTHER = -1.0e9
+#: A poll with no better estimate; the scheduler passes scores in [-1, 0] instead.
+PRIORITY_POLL = 0.0
+
+#: How much of the pace one 429 takes away, and how much each answered request gives back.
+BACKOFF_FACTOR = 0.5
+RECOVERY_PER_ANSWER = 0.25
+
+Priority = float | Callable[[float], float]
 
 
 class RequestWindow:
@@ -40,6 +52,7 @@ class RequestWindow:
             raise ValueError("a request window needs limit >= 1 and window > 0")
         self.limit = limit
         self.window = window
+        self.allowed = float(limit)  # lowered after a 429, recovered gradually
         self._open = 0  # requests sent and not yet answered: they count until answered + window
         self._ends: list[float] = []  # answer times of finished requests still inside a window
         self.paused_until = -math.inf
@@ -52,11 +65,11 @@ class RequestWindow:
         """The earliest time >= now at which one more request may start (inf: after an answer)."""
         self._prune(now)
         start = max(now, self.paused_until)
+        cap = max(1, int(self.allowed))
         used = self._open + len(self._ends)
-        if used < self.limit:
+        if used < cap:
             return start
-        # Must wait for (used - limit + 1) finished requests to leave the window.
-        need = used - self.limit + 1
+        need = used - cap + 1  # finished requests that must leave the window first
         if need > len(self._ends):
             return math.inf
         self._ends.sort()
@@ -66,74 +79,109 @@ class RequestWindow:
         """Record that a request starts now. The caller checked ``available_at(now) <= now``."""
         self._open += 1
 
-    def end(self, now: float) -> None:
-        """Record that a request begun earlier got its answer (or failed) now."""
+    def end(self, now: float, *, refused: bool = False) -> None:
+        """Record that a request begun earlier got its answer (or failed) now.
+
+        ``refused`` (a 429) halves the pace; any other answer gives a little of it back.
+        """
         self._open -= 1
         self._ends.append(now)
+        if refused:
+            self.allowed = max(1.0, self.allowed * BACKOFF_FACTOR)
+        else:
+            self.allowed = min(float(self.limit), self.allowed + RECOVERY_PER_ANSWER)
 
     def pause(self, until: float) -> None:
         """Start no request before ``until`` (a server's Retry-After)."""
         self.paused_until = max(self.paused_until, until)
 
-    @property
-    def in_use(self) -> int:
-        return self._open + len(self._ends)
+
+@dataclass(eq=False)
+class _Waiter:
+    priority: Priority
+    seq: int
+    granted: anyio.Event = field(default_factory=anyio.Event)
+
+    def rank(self, now: float) -> tuple[float, int]:
+        value = self.priority(now) if callable(self.priority) else self.priority
+        return value, self.seq
+
+
+class Slot:
+    """One granted request; tell it whether the server refused it with a 429."""
+
+    def __init__(self) -> None:
+        self.refused = False
 
 
 class RequestBudget:
-    """The async face of RequestWindow: ``async with budget.slot(priority): <one request>``."""
+    """The async face of RequestWindow: ``async with budget.slot(priority) as s: <request>``."""
 
     def __init__(
-        self,
-        limit: int,
-        window: float,
-        *,
-        clock: Callable[[], float] | None = None,
+        self, limit: int, window: float, *, clock: Callable[[], float] | None = None
     ) -> None:
-        self._window = RequestWindow(limit, window)
+        self.window = RequestWindow(limit, window)
         self._clock = clock or anyio.current_time
-        self._waiters: list[tuple[int, int, anyio.Event]] = []
+        self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
-        self._changed = anyio.Event()
         self.sent = 0
+        self.refused = 0
+        self._wake = anyio.Event()  # set (and renewed) whenever a place may have freed up
+
+    def _notify(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` from now (a ``Retry-After``)."""
-        self._window.pause(self._clock() + seconds)
+        self.window.pause(self._clock() + seconds)
         self._notify()
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+    def _grant(self) -> float:
+        """Grant the window's free places to the best waiters; return when to look again."""
+        granted = False
+        at = math.inf
+        while self._waiters:
+            now = self._clock()
+            at = self.window.available_at(now)
+            if at > now:
+                break
+            best = min(self._waiters, key=lambda w: w.rank(now))
+            self._waiters.remove(best)
+            self.window.begin(now)
+            self.sent += 1
+            best.granted.set()
+            granted = True
+            at = math.inf
+        if granted:
+            self._notify()
+        return at
 
     @asynccontextmanager
-    async def slot(self, priority: int = PRIORITY_OTHER) -> AsyncIterator[None]:
+    async def slot(self, priority: Priority = PRIORITY_POLL) -> AsyncIterator[Slot]:
         """Wait until this request may be sent under the window and ahead of lesser priorities."""
-        entry = (priority, next(self._seq), anyio.Event())
-        heapq.heappush(self._waiters, entry)
+        waiter = _Waiter(priority, next(self._seq))
+        self._waiters.append(waiter)
         try:
-            while True:
-                changed = self._changed
-                now = self._clock()
-                if self._waiters[0] is entry:
-                    at = self._window.available_at(now)
-                    if at <= now:
-                        break
-                    with anyio.move_on_after(at - now if math.isfinite(at) else math.inf):
-                        await changed.wait()
-                else:
-                    await changed.wait()
+            while not waiter.granted.is_set():
+                wake = self._wake
+                at = self._grant()
+                if waiter.granted.is_set():
+                    break
+                delay = at - self._clock()
+                with anyio.move_on_after(delay if math.isfinite(delay) else math.inf):
+                    await wake.wait()
         except BaseException:
-            self._waiters.remove(entry)
-            heapq.heapify(self._waiters)
-            self._notify()
+            if waiter.granted.is_set():  # granted, then cancelled before sending: count it
+                self.window.end(self._clock())
+                self._notify()
+            else:
+                self._waiters.remove(waiter)
             raise
-        heapq.heappop(self._waiters)
-        self._window.begin(now)
-        self.sent += 1
-        self._notify()
+        slot = Slot()
         try:
-            yield
+            yield slot
         finally:
-            self._window.end(self._clock())
+            self.window.end(self._clock(), refused=slot.refused)
+            self.refused += slot.refused
             self._notify()

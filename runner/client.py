@@ -17,7 +17,13 @@ from typing import Any
 import aiohttp
 
 from runner import protocol
-from runner.budget import PRIORITY_CREATE, PRIORITY_OTHER, PRIORITY_POLL, RequestBudget
+from runner.budget import (
+    PRIORITY_CREATE,
+    PRIORITY_OTHER,
+    PRIORITY_POLL,
+    Priority,
+    RequestBudget,
+)
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
@@ -76,13 +82,13 @@ class EachlabsClient:
         method: str,
         path: str,
         *,
-        priority: int,
+        priority: Priority,
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Answer:
         request_id = str(uuid.uuid4())
         headers = {"X-API-Key": self._key, "X-Request-Id": request_id, "Accept": "application/json"}
-        async with self._budget.slot(priority):
+        async with self._budget.slot(priority) as slot:
             try:
                 async with self._session.request(
                     method,
@@ -96,6 +102,7 @@ class EachlabsClient:
                     wait = protocol.retry_after(response.headers.get("Retry-After"))
                     echoed = response.headers.get("X-Request-Id", request_id)
                     status = response.status
+                    slot.refused = status == 429
             except aiohttp.ClientConnectorError as exc:
                 raise TransportError(
                     f"cannot connect to {self._base}: {exc.os_error}", sent=False
@@ -167,9 +174,14 @@ class EachlabsClient:
             )
         return prediction_id
 
-    async def get(self, prediction_id: str) -> protocol.Prediction:
-        """Poll one prediction. Raises NotFoundError, AccountError, TransportError, ApiError."""
-        answer = await self._call("GET", f"/v1/prediction/{prediction_id}", priority=PRIORITY_POLL)
+    async def get(
+        self, prediction_id: str, *, priority: Priority = PRIORITY_POLL
+    ) -> protocol.Prediction:
+        """Poll one prediction. Raises NotFoundError, AccountError, TransportError, ApiError.
+
+        ``priority`` ranks this poll against others waiting for the budget (lower goes first).
+        """
+        answer = await self._call("GET", f"/v1/prediction/{prediction_id}", priority=priority)
         return protocol.parse_prediction(self._json(answer), prediction_id)
 
     async def cancel(self, prediction_id: str) -> None:

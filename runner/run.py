@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +63,7 @@ async def run_batch(
     resume_command: str,
     handle_signals: bool = False,
     budget: RequestBudget | None = None,
+    observer: Callable[[str, float], None] | None = None,
 ) -> RunResult:
     """Run ``manifest`` into ``config.output_dir``; raises LockedError, LedgerError, ConfigError.
 
@@ -107,7 +108,14 @@ async def run_batch(
         )
         known_ids = {str(r["prediction_id"]) for r in records if r.get("prediction_id")}
         async with ledger.LedgerWriter(ledger_path) as writer:
-            runner = BatchRunner(config, plan, writer, ledger.uploads(records), known_ids=known_ids)
+            runner = BatchRunner(
+                config,
+                plan,
+                writer,
+                ledger.uploads(records),
+                known_ids=known_ids,
+                observer=observer,
+            )
             connector = aiohttp.TCPConnector(limit=32)
             async with (
                 aiohttp.ClientSession(

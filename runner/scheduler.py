@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -118,6 +120,7 @@ class BatchRunner:
         *,
         known_ids: set[str] | None = None,
         rng: random.Random | None = None,
+        observer: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -128,6 +131,9 @@ class BatchRunner:
         self.known_ids = set(known_ids or ())
         self._scope: anyio.CancelScope | None = None
         self.rng = rng or random.Random()
+        #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
+        self.observer = observer
+        self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
         self.outcome = Outcome()
         self._stop_submitting = False
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -429,14 +435,17 @@ class BatchRunner:
                 now=now,
                 submitted_at=submitted,
                 last_poll_at=job.last_poll_at,
-                in_flight=self.slots.used,
-                rate_limit=self.limits.rate_limit,
-                rate_window=self.limits.rate_window,
+                model=self.runtimes,
                 poll_min=self.limits.poll_min,
             )
             await anyio.sleep(at - now)
+            last_miss = job.last_poll_at
+            age_last = 0.0 if last_miss is None else last_miss - submitted
             try:
-                prediction = await self.client.get(prediction_id)
+                prediction = await self.client.get(
+                    prediction_id,
+                    priority=partial(self._poll_priority, submitted, age_last),
+                )
             except NotFoundError:
                 not_found += 1
                 if not_found >= MAX_NOT_FOUND:
@@ -461,7 +470,16 @@ class BatchRunner:
                 job.polls += 1
             not_found = errors = 0
             if prediction.status.terminal:
+                seen = job.last_poll_at
+                if self.observer is not None:
+                    self.observer(prediction_id, seen)
+                if prediction.status is RemoteStatus.SUCCESS:
+                    self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
                 return prediction
+
+    def _poll_priority(self, submitted: float, age_last: float, now: float) -> float:
+        """Lower goes first: minus the chance this poll finds the prediction finished."""
+        return -policy.poll_score(self.runtimes, now - submitted, age_last)
 
     async def _time_out(self, job: Job, prediction_id: str) -> None:
         """Cancel a prediction past ``--item-timeout`` and record it as failed (timeout)."""

@@ -1,11 +1,10 @@
-"""The strict request window, from tables; no sleeping apart from one ordering test."""
+"""The strict request window and the budget's priorities, from tables."""
 
 from __future__ import annotations
 
 import math
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from runner.budget import PRIORITY_CREATE, PRIORITY_POLL, RequestBudget, RequestWindow
@@ -36,12 +35,23 @@ def test_never_more_than_limit_in_any_window_including_the_first(
     limit: int, length: float, latency: float
 ) -> None:
     times = drive(RequestWindow(limit, length), 4 * limit + 3, latency)
-    # The first window allows exactly `limit` at once (a burst), never more.
-    assert times[:limit] == [0.0] * limit
+    assert times[:limit] == [0.0] * limit  # the first window allows a burst of `limit`, no more
     assert times[limit] >= length
-    # Counting a request at its answer time keeps even latency-shifted windows strict.
     assert max_in_any_window(times, length) <= limit
+    # counting a request until its answer keeps even latency-shifted windows strict
     assert max_in_any_window([t + latency for t in times], length) <= limit
+
+
+def test_bursts_after_an_idle_spell_stay_strict() -> None:
+    window = RequestWindow(10, 10.0)
+    times = drive(window, 10)  # a burst at 0
+    now = 100.0  # idle, then another burst: a leaky bucket would let 2N through here
+    for _ in range(25):
+        now = window.available_at(now)
+        window.begin(now)
+        times.append(now)
+        window.end(now)
+    assert max_in_any_window(times, 10.0) == 10
 
 
 def test_open_requests_hold_their_place_until_answered() -> None:
@@ -55,12 +65,31 @@ def test_open_requests_hold_their_place_until_answered() -> None:
     assert window.available_at(20.0) == 20.0
 
 
-def test_pause_holds_every_request() -> None:
+def test_retry_after_pause_holds_every_request() -> None:
     window = RequestWindow(10, 1.0)
     window.pause(30.0)
     assert window.available_at(0.0) == 30.0
     window.pause(5.0)  # a shorter pause never shortens a longer one
     assert window.available_at(0.0) == 30.0
+
+
+def test_a_429_halves_the_pace_and_answers_recover_it_gradually() -> None:
+    window = RequestWindow(60, 60.0)
+    window.begin(0.0)
+    window.end(0.1, refused=True)
+    assert window.allowed == 30.0
+    steps = 0
+    while window.allowed < 60.0:
+        window.begin(0.2)
+        window.end(0.2)
+        steps += 1
+    assert steps == 120  # recovery is gradual: a quarter request of pace per answer
+    # while lowered, fewer requests fit in one window
+    low = RequestWindow(60, 60.0)
+    low.begin(0.0)
+    low.end(0.0, refused=True)
+    starts = drive(low, 40)
+    assert sum(1 for t in starts if t < 60.0) < 60
 
 
 @pytest.mark.parametrize(("limit", "length"), [(0, 1.0), (1, 0.0)])
@@ -69,21 +98,23 @@ def test_window_rejects_nonsense(limit: int, length: float) -> None:
         RequestWindow(limit, length)
 
 
-async def test_creates_are_served_before_polls_that_queued_earlier() -> None:
+async def test_creates_go_before_polls_and_polls_by_score_at_grant_time() -> None:
     budget = RequestBudget(1, 0.05)
     order: list[str] = []
+    scores = {"poll-low": 0.1, "poll-high": 0.9}
 
-    async def request(name: str, priority: int) -> None:
-        async with budget.slot(priority):
+    async def request(name: str, priority: object) -> None:
+        async with budget.slot(priority):  # type: ignore[arg-type]
             order.append(name)
 
     async with anyio.create_task_group() as tg, budget.slot(PRIORITY_POLL):  # the only slot
-        tg.start_soon(request, "poll-1", PRIORITY_POLL)
-        tg.start_soon(request, "poll-2", PRIORITY_POLL)
+        tg.start_soon(request, "poll-low", lambda _now: -scores["poll-low"])
+        tg.start_soon(request, "poll-high", lambda _now: -scores["poll-high"])
         await anyio.lowlevel.checkpoint()
         tg.start_soon(request, "create", PRIORITY_CREATE)
         await anyio.lowlevel.checkpoint()
-    assert order == ["create", "poll-1", "poll-2"]
+        scores["poll-low"] = 0.95  # scores are read when a slot is granted, not when queued
+    assert order == ["create", "poll-low", "poll-high"]
     assert budget.sent == 4
 
 
@@ -96,3 +127,10 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     async with budget.slot():  # the queue is not stuck behind the cancelled waiter
         pass
     assert budget.sent == 2
+
+
+async def test_a_refused_request_is_counted_and_lowers_the_pace() -> None:
+    budget = RequestBudget(10, 1.0)
+    async with budget.slot() as slot:
+        slot.refused = True
+    assert budget.refused == 1 and budget.window.allowed == 5.0

@@ -61,32 +61,6 @@ def test_summary_status(state: JobState, word: str) -> None:
     assert summary_status(state) == word
 
 
-@pytest.mark.parametrize(
-    ("in_flight", "limit", "window", "poll_min", "interval"),
-    [
-        (10, 60, 60.0, 5.0, 10.0),
-        (1, 60, 60.0, 5.0, 5.0),
-        (0, 60, 60.0, 5.0, 5.0),
-        (10, 600, 60.0, 5.0, 5.0),
-        (4, 60, 1.0, 0.01, 4 / 60),
-    ],
-)
-def test_poll_interval_is_the_even_budget_share_but_never_below_poll_min(
-    in_flight: int, limit: int, window: float, poll_min: float, interval: float
-) -> None:
-    got = policy.poll_interval(
-        in_flight=in_flight, rate_limit=limit, rate_window=window, poll_min=poll_min
-    )
-    assert got == pytest.approx(interval)
-
-
-def test_first_poll_waits_poll_min_after_create_and_then_keeps_the_interval() -> None:
-    common = {"in_flight": 10, "rate_limit": 60, "rate_window": 60.0, "poll_min": 5.0}
-    assert policy.next_poll_at(now=100.0, submitted_at=100.0, last_poll_at=None, **common) == 105.0
-    assert policy.next_poll_at(now=120.0, submitted_at=100.0, last_poll_at=None, **common) == 120.0
-    assert policy.next_poll_at(now=106.0, submitted_at=100.0, last_poll_at=105.0, **common) == 115.0
-
-
 def test_backoff_stays_within_its_bounds() -> None:
     rng = random.Random(1)
     for attempt in range(10):
