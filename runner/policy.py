@@ -31,6 +31,10 @@ PRIOR_WEIGHT = 2.0
 TRUSTED_AFTER = 5
 #: The earliest plausible finish, as a share of the fastest run seen so far.
 EARLIEST_MARGIN = 0.9
+#: Polls land this share of a quantum after a quantum boundary (our create time is later than
+#: the server's, so boundaries measured from it are never early).
+GRID_OFFSET = 0.02
+GRID_TOLERANCE = 0.05
 #: Only the most recent run times are kept: the model adapts to drift and stays cheap.
 MEMORY = 256
 _Z01 = 2.326  # the standard normal's 99 % quantile
@@ -81,9 +85,14 @@ class RuntimeModel:
         weight = PRIOR_WEIGHT / (PRIOR_WEIGHT + n)
         return weight * self.prior_cdf(age) + (1 - weight) * self.empirical_cdf(age)
 
+    @property
+    def trusted(self) -> bool:
+        """Whether enough runs were seen for the model's own minimum to replace the prior's."""
+        return len(self.observed) >= TRUSTED_AFTER
+
     def earliest(self) -> float:
         """The age below which a finish is implausible: from experience once there is enough."""
-        if len(self.observed) >= TRUSTED_AFTER:
+        if self.trusted:
             return EARLIEST_MARGIN * self.observed[0]
         return self.expected * math.exp(-_Z01 * PRIOR_SIGMA)
 
@@ -109,12 +118,18 @@ def next_poll_at(
     earliest plausible finish, on a doubling schedule of ages; after it, every ``poll_min``.
     """
     age_last = 0.0 if last_poll_at is None else last_poll_at - submitted_at
-    floor = (submitted_at if last_poll_at is None else last_poll_at) + poll_min
+    earliest = model.earliest()
     early = poll_min
+    if model.trusted:  # experience shows where runs end: fewer early looks
+        early = max(poll_min, earliest / 4)
     while early <= age_last + 1e-9:
         early *= 2
-    target_age = min(early, max(model.earliest(), age_last + poll_min))
-    return max(now, floor, submitted_at + target_age)
+    target_age = max(age_last + poll_min, min(early, max(earliest, age_last + poll_min)))
+    # The service shows an end only at its next status quantum (~poll_min) after the create:
+    # a poll just after a quantum boundary sees it at once, one just before waits a quantum.
+    step = math.ceil(target_age / poll_min - GRID_TOLERANCE)
+    target_age = max(target_age, step * poll_min + GRID_OFFSET * poll_min)
+    return max(now, submitted_at + target_age)
 
 
 def finished_age(submitted_at: float, last_miss: float | None, seen_at: float) -> float:

@@ -244,3 +244,34 @@ async def test_the_key_is_never_written_anywhere(simulator: Any, tmp_path: Path)
     for path in output.iterdir():
         if path.suffix in (".jsonl", ".json"):
             assert API_KEY not in path.read_text()
+
+
+async def test_retry_after_on_429_is_honoured_and_creates_wait_for_a_free_slot(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(concurrency=2, retry_after=0.2)
+    manifest_path = write_manifest(tmp_path, count=5)
+    config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=4))
+    result = await run_batch(config, load(manifest_path), resume_command="x")
+    assert result.exit_code == 0, result.text
+    assert len(sim.stats.creates) == 5 and sim.stats.max_in_flight <= 2
+    # A 429 pauses every create (and, with Retry-After, every request): refusals stay few,
+    # not one per poll interval per waiting item.
+    assert 0 < sim.stats.refused_cap <= 6
+
+
+async def test_a_prediction_past_its_deadline_is_cancelled_and_failed(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(runtime_mean=30.0, runtime_min=30.0, runtime_max=30.0)
+    manifest_path = write_manifest(tmp_path, count=2)
+    config = run_config(
+        manifest_path, sim.base_url, tmp_path / "out", replace(FAST, item_timeout=0.5)
+    )
+    result = await run_batch(config, load(manifest_path), resume_command="x")
+    assert result.exit_code == 1
+    assert [(row["status"], row["error_code"]) for row in result.summary["items"]] == [
+        ("failed", "timeout"),
+        ("failed", "timeout"),
+    ]
+    assert {c.status for c in sim.stats.completions.values()} == {"cancelled"}
