@@ -1,8 +1,14 @@
-"""``i2v-runner``: arguments → frozen config → one coroutine → exit code. The only sys.exit."""
+"""``i2v-runner``: arguments → frozen config → one coroutine → exit code. The only sys.exit.
+
+``run`` and ``validate`` (and ``run --dry-run``) first pass the batch through the preflight
+(``runner.preflight``); ``run`` starts only if it found no error, with the same request budget
+for the preflight's model lookups and the run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -10,13 +16,17 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
+import aiohttp
 import anyio
 
 from runner import config as cfg
+from runner.budget import RequestBudget
+from runner.client import EachlabsClient
 from runner.errors import ConfigError, LedgerError, LockedError, ManifestError, RunnerError
-from runner.manifest import load_manifest
-from runner.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCKED, RunResult
+from runner.preflight import preflight, render_plan, render_problems, render_verdict
+from runner.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK
 from runner.run import run_batch
 from runner.simulator import SimConfig, Simulator, serve_forever
 
@@ -49,6 +59,79 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
+def _usd(option: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return cfg.parse_usd(text, option)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _check_options() -> argparse.ArgumentParser:
+    """The options ``run`` and ``validate`` share: where the batch goes and what is checked."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("manifest", type=Path, help="the YAML manifest")
+    parent.add_argument("--output", type=Path, help="output directory (default: output/<batch>/)")
+    parent.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against the built-in simulator, started in-process on 127.0.0.1 (no key needed)",
+    )
+    parent.add_argument(
+        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
+    )
+    parent.add_argument(
+        "--api-key-file",
+        type=Path,
+        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
+    )
+    parent.add_argument(
+        "--rate",
+        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
+        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
+    )
+    parent.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="submit again the items that failed in earlier runs",
+    )
+    checks = parent.add_argument_group("checks before spending")
+    checks.add_argument(
+        "--strict", action="store_true", help="treat every warning (prompt advice...) as an error"
+    )
+    checks.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not fetch model schemas: check against the cached ones, or skip with a warning",
+    )
+    checks.add_argument(
+        "--check-urls",
+        action="store_true",
+        help="fetch the first bytes of each URL image and check it like a local file",
+    )
+    checks.add_argument(
+        "--max-image-mb",
+        type=_positive(float),
+        default=cfg.DEFAULT_MAX_IMAGE_MB,
+        help="largest image accepted, in MB (default: %(default)g, the API's limit)",
+    )
+    checks.add_argument(
+        "--budget",
+        type=_usd("--budget"),
+        metavar="USD",
+        help="cap on the batch's spend, counting what the ledger records as spent: a run whose "
+        "estimate exceeds it does not start",
+    )
+    checks.add_argument(
+        "--budget-partial",
+        action="store_true",
+        help="with --budget: submit items in manifest order while they fit, leave the rest pending",
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="i2v-runner",
@@ -58,40 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request decision")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _check_options()
 
     run = sub.add_parser(
         "run",
+        parents=[shared],
         help="render a manifest (run it again to resume)",
-        description="Render every item of MANIFEST. Running the same command again resumes: "
-        "done items are skipped, predictions in flight are polled again, never created again. "
+        description="Render every item of MANIFEST. Every check of `validate` runs first; any "
+        "error stops the run before anything is uploaded or submitted (exit 2). Running the "
+        "same command again resumes: done items are skipped, predictions in flight are polled "
+        "again, never created again. "
         f"The API key is read from ${cfg.ENV_API_KEY} or --api-key-file, "
         "never from the command line.",
     )
-    run.add_argument("manifest", type=Path, help="the YAML manifest")
-    run.add_argument("--output", type=Path, help="output directory (default: output/<batch>/)")
     run.add_argument(
-        "--simulate",
+        "--dry-run",
         action="store_true",
-        help="run against the built-in simulator, started in-process on 127.0.0.1 (no key needed)",
-    )
-    run.add_argument(
-        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
-    )
-    run.add_argument(
-        "--api-key-file",
-        type=Path,
-        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
+        help="run every check and print the plan and its estimated cost; upload and submit nothing",
     )
     run.add_argument(
         "--concurrency",
         type=_positive(int),
         default=cfg.DEFAULT_CONCURRENCY,
         help="predictions in flight at once (default: %(default)s, the account's cap)",
-    )
-    run.add_argument(
-        "--rate",
-        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
-        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
     )
     run.add_argument(
         "--poll-min",
@@ -119,15 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     run.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="submit again the items that failed in earlier runs",
-    )
-    run.add_argument(
         "--resubmit-ambiguous",
         action="store_true",
         help="submit again items whose lost create cannot be found or ruled out on the server "
         "(may pay twice)",
+    )
+
+    sub.add_parser(
+        "validate",
+        parents=[shared],
+        help="check a manifest and print the plan and its cost, spending nothing",
+        description="Run every check a run makes before spending (manifest, images, prompts, "
+        "model schemas, duplicates, cost and budget) and print the plan: items to submit, to "
+        "resume and already done, uploads needed, estimated cost. Uploads and submits nothing; "
+        "the only file written is the model schema cache in the output directory. "
+        "Exit 0 if there is no error, 2 if there is one.",
     )
 
     sim = sub.add_parser(
@@ -158,53 +236,93 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _limits(args: argparse.Namespace) -> cfg.Limits:
     rate_limit, rate_window = cfg.parse_rate(args.rate)
+    given = vars(args)
     return cfg.Limits(
-        concurrency=args.concurrency,
+        concurrency=given.get("concurrency", cfg.DEFAULT_CONCURRENCY),
         rate_limit=rate_limit,
         rate_window=rate_window,
-        poll_min=args.poll_min,
-        expected_runtime=args.expected_runtime,
-        item_timeout=args.item_timeout,
-        max_attempts=args.max_attempts,
+        poll_min=given.get("poll_min", cfg.DEFAULT_POLL_MIN),
+        expected_runtime=given.get("expected_runtime", cfg.DEFAULT_EXPECTED_RUNTIME),
+        item_timeout=given.get("item_timeout", cfg.DEFAULT_ITEM_TIMEOUT),
+        max_attempts=given.get("max_attempts", cfg.DEFAULT_MAX_ATTEMPTS),
     )
 
 
-async def _run(args: argparse.Namespace, argv: Sequence[str]) -> RunResult:
-    manifest = load_manifest(args.manifest)
-    for warning in manifest.warnings:
-        log.warning("%s", warning)
+def _checks(args: argparse.Namespace) -> cfg.CheckConfig:
+    if args.budget_partial and args.budget is None:
+        raise ConfigError("--budget-partial needs --budget USD")
+    return cfg.CheckConfig(
+        strict=args.strict,
+        offline=args.offline,
+        check_urls=args.check_urls,
+        max_image_bytes=int(args.max_image_mb * 1024 * 1024),
+    )
+
+
+async def _check_and_run(
+    args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO
+) -> int:
+    """The preflight, then (for ``run`` without ``--dry-run``, and only if it found no error)
+    the run, sharing one request budget. Returns the exit code."""
+    dry = args.command == "validate" or args.dry_run
+    checks = _checks(args)
     limits = _limits(args)
-    output = args.output or Path("output") / manifest.batch
-    resume = shlex.join(["i2v-runner", *argv])
-    if args.simulate:
-        async with Simulator(simulate_profile()) as sim:
+    async with contextlib.AsyncExitStack() as stack:
+        api_key: str | None
+        if args.simulate:
+            sim = await stack.enter_async_context(Simulator(simulate_profile()))
             log.info("built-in simulator listening on %s", sim.base_url)
-            config = cfg.RunConfig(
-                manifest_path=args.manifest,
-                output_dir=output,
-                api_base=sim.base_url,
-                api_key=cfg.SIMULATOR_API_KEY,
-                limits=limits,
-                retry_failed=args.retry_failed,
-                resubmit_ambiguous=args.resubmit_ambiguous,
+            api_base, api_key = sim.base_url, cfg.SIMULATOR_API_KEY
+        else:
+            api_base = cfg.resolve_api_base(args.api_base, os.environ)
+            api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
+            if api_key is None and not dry:
+                raise ConfigError(
+                    f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
+                    "(or use --simulate to run on the built-in simulator)"
+                )
+        budget = RequestBudget(limits.rate_limit, limits.rate_window)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            client = EachlabsClient(
+                session, api_base, api_key or "", budget, request_timeout=limits.request_timeout
             )
-            return await run_batch(config, manifest, resume_command=resume, handle_signals=True)
-    api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
-    if api_key is None:
-        raise ConfigError(
-            f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
-            "(or use --simulate to run on the built-in simulator)"
+            report = await preflight(
+                args.manifest,
+                checks,
+                output_dir=args.output,
+                client=None if checks.offline else client,
+                session=session,
+                budget_usd=args.budget,
+                budget_partial=args.budget_partial,
+                retry_failed=args.retry_failed,
+            )
+        shown = report.errors if args.quiet else report.problems
+        if shown:
+            print(render_problems(shown), file=err)
+        if dry or report.manifest is None:
+            print(render_plan(report, verbose=args.verbose), file=out)
+            print(render_verdict(report, dry=dry), file=out if dry else err)
+            return EXIT_CONFIG if report.errors else EXIT_OK
+        if not args.quiet:
+            print(render_plan(report, verbose=args.verbose), file=out)
+        assert api_key is not None
+        config = cfg.RunConfig(
+            manifest_path=args.manifest,
+            output_dir=report.output_dir,
+            api_base=api_base,
+            api_key=api_key,
+            limits=limits,
+            retry_failed=args.retry_failed,
+            resubmit_ambiguous=args.resubmit_ambiguous,
+            budget_usd=args.budget,
+            budget_partial=args.budget_partial,
         )
-    config = cfg.RunConfig(
-        manifest_path=args.manifest,
-        output_dir=output,
-        api_base=cfg.resolve_api_base(args.api_base, os.environ),
-        api_key=api_key,
-        limits=limits,
-        retry_failed=args.retry_failed,
-        resubmit_ambiguous=args.resubmit_ambiguous,
-    )
-    return await run_batch(config, manifest, resume_command=resume, handle_signals=True)
+        resume = shlex.join(["i2v-runner", *argv])
+        result = await run_batch(
+            config, report.manifest, resume_command=resume, handle_signals=True, budget=budget
+        )
+        print(result.text, file=out)
+        return result.exit_code
 
 
 async def _simulate(args: argparse.Namespace) -> None:
@@ -218,6 +336,39 @@ async def _simulate(args: argparse.Namespace) -> None:
     await serve_forever(sim_config, args.host, args.port)
 
 
+async def execute(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the parsed command and return its exit code; errors become codes here."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        if args.command == "simulate":
+            await _simulate(args)
+            return EXIT_OK
+        return await _check_and_run(args, argv, out, err)
+    except LockedError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_LOCKED
+    except (ManifestError, ConfigError, LedgerError, RunnerError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_CONFIG
+
+
+async def command(
+    argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """``i2v-runner ARGV`` inside a running event loop (for tests and embedding): the exit code.
+
+    argparse still exits (code 2) on arguments it cannot parse.
+    """
+    args = build_parser().parse_args(list(argv))
+    return await execute(args, list(argv), out, err)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``i2v-runner`` and ``python -m runner``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -226,24 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
-        if args.command == "simulate":
-            anyio.run(_simulate, args)
-            sys.exit(0)
-        result = anyio.run(_run, args, argv)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    except (ConfigError, LedgerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    except LockedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_LOCKED)
-    except RunnerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        code = anyio.run(execute, args, argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    print(result.text)
-    sys.exit(result.exit_code)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

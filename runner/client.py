@@ -87,7 +87,9 @@ class EachlabsClient:
         params: Mapping[str, str] | None = None,
     ) -> Answer:
         request_id = str(uuid.uuid4())
-        headers = {"X-API-Key": self._key, "X-Request-Id": request_id, "Accept": "application/json"}
+        headers = {"X-Request-Id": request_id, "Accept": "application/json"}
+        if self._key:  # model lookups need no key: a preflight may run without one
+            headers["X-API-Key"] = self._key
         async with self._budget.slot(priority) as slot:
             try:
                 async with self._session.request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,13 @@ DEFAULT_MAX_ATTEMPTS = 2
 DEFAULT_REQUEST_TIMEOUT = 60.0
 #: Output URLs are promised for ~24 h; downloads get a longer timeout than API calls.
 DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+#: The contract's image size limit (the playground takes 50 MB; the API documents 20 MB).
+DEFAULT_MAX_IMAGE_MB = 20.0
+#: ``--check-urls``: how many first bytes of each URL image to fetch, and how long to wait for
+#: them. 64 KB holds the dimensions of nearly every image; several URLs are fetched at once.
+DEFAULT_URL_HEAD_BYTES = 64 * 1024
+DEFAULT_URL_TIMEOUT = 20.0
+DEFAULT_URL_CONCURRENCY = 8
 
 ENV_API_KEY = "EACHLABS_API_KEY"
 ENV_API_BASE = "EACHLABS_API_BASE"
@@ -61,6 +69,23 @@ class RunConfig:
     limits: Limits = Limits()
     retry_failed: bool = False
     resubmit_ambiguous: bool = False
+    #: Cap on the batch's spend in USD (the ledger's recorded spend counts); None: no cap.
+    budget_usd: float | None = None
+    #: With a budget: submit in manifest order while items fit, leave the rest pending.
+    budget_partial: bool = False
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What the preflight checks and how (``validate``, ``run --dry-run`` and every ``run``)."""
+
+    strict: bool = False  # every warning counts as an error
+    offline: bool = False  # no model schema lookups: use the cache or skip, with a warning
+    check_urls: bool = False  # fetch the head of each URL image and check it like a file
+    max_image_bytes: int = int(DEFAULT_MAX_IMAGE_MB * 1024 * 1024)
+    url_head_bytes: int = DEFAULT_URL_HEAD_BYTES
+    url_timeout: float = DEFAULT_URL_TIMEOUT
+    url_concurrency: int = DEFAULT_URL_CONCURRENCY
 
 
 def parse_rate(text: str) -> tuple[int, float]:
@@ -72,6 +97,19 @@ def parse_rate(text: str) -> tuple[int, float]:
     if count < 1 or window <= 0:
         raise ConfigError(f"--rate needs N >= 1 and SECONDS > 0, not {text!r}")
     return count, window
+
+
+def parse_usd(text: str, option: str) -> float:
+    """A non-negative amount of dollars (``2.5``, ``$2.50``); ConfigError if it is not one."""
+    try:
+        value = float(text.strip().removeprefix("$"))
+    except ValueError:
+        raise ConfigError(
+            f"{option} must be an amount in USD (e.g. 25 or 2.50), not {text!r}"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option} must be a finite amount of at least 0, not {text!r}")
+    return value
 
 
 def resolve_api_base(flag: str | None, env: Mapping[str, str]) -> str:

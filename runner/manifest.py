@@ -18,10 +18,18 @@ regardless of letter case. A derived id that is taken gets ``-<position>`` appen
 stripped of surrounding whitespace. ``prompt_optimizer`` is sent only when the item or
 ``defaults`` sets it. YAML merge keys (``<<: *anchor``) work.
 
-``load_manifest`` checks everything in one pass and raises one ``ManifestError`` listing every
-problem, each placed as ``file:line:col: item 3 (id "deer"), field "prompt"``. The YAML is
-composed into nodes rather than loaded, so that every value keeps its position. Apart from
-reading the manifest and hashing local images, nothing here does I/O.
+A top-level ``price_usd`` overrides the built-in price per run (see ``runner.cost``)::
+
+    price_usd: 0.43                          # every model of the batch
+    price_usd: {minimax-i2v-01: 0.43, my-model: 0.60}   # per model; others keep the table's
+
+``read_manifest`` checks the structure in one pass and returns every problem, each placed as
+``file:line:col: item 3 (id "deer"), field "prompt"``, with the items read so far (each keeps
+the place of its fields, so later checks report the same way); ``load_manifest`` raises one
+``ManifestError`` listing every error. The YAML is composed into nodes rather than loaded, so
+that every value keeps its position. Apart from reading the manifest and hashing local images,
+nothing here does I/O: image contents, prompts and model schemas are checked by
+``runner.preflight``.
 """
 
 from __future__ import annotations
@@ -37,14 +45,14 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from runner import models
+from runner import cost, models
 from runner.errors import ManifestError, Problem
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
 
@@ -52,7 +60,7 @@ from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_NAME = 100
 
-TOP_KEYS = ("batch", "model", "defaults", "items")
+TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
 ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input")
 
@@ -61,22 +69,33 @@ RESERVED_INPUT = frozenset(
     {"prompt", "prompt_optimizer"} | {m.image_field for m in models.MODELS.values()}
 )
 
-#: Image formats the API documents (JPEG, PNG, WebP, GIF); other suffixes get a warning.
+#: Image formats the API documents (JPEG, PNG, WebP, GIF); other suffixes get a warning
+#: (ending in SUFFIX_WARNING), which the preflight drops once it has read the content.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+SUFFIX_WARNING = "the API takes JPEG, PNG, WebP or GIF images"
 
 _HINTS: dict[str, str] = {
     "first_frame_image": 'the image goes in "image"',
     "image_url": 'the image goes in "image"',
+    "price_usd": 'set prices at the top level: "price_usd: {model: price}"',
 }
 _TOP_HINTS = {
     "prompt_optimizer": 'put it under "defaults" or on each item',
     "input": 'put it under "defaults" or on each item',
+    "price": 'the price per run is "price_usd"',
 }
 _DEFAULTS_HINTS = {"model": 'set the default model with the top-level "model"'}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 _MAX_DEPTH = 32
+
+
+class Place(NamedTuple):
+    """Where a value is written: ``file:line:col`` and the field as the manifest names it."""
+
+    position: str
+    field: str | None  # None: the item itself
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,39 @@ class Item:
     image_sha256: str | None  # sha256 hex of a local image's bytes, else None
     input: Mapping[str, Any] = field(hash=False)  # the model input without the image field
     key: str  # jobs.item_key of the model and the input with the image (URL or sha256:<hex>)
+    #: The estimated price of one run: the manifest's ``price_usd``, else the built-in table,
+    #: else ``cost.DEFAULT_PRICE_USD`` (with a warning). The charge is ``metrics.cost``.
+    price_usd: float = cost.DEFAULT_PRICE_USD
+    #: Where each field was written: "item", "id", "image", "prompt", "model",
+    #: "prompt_optimizer" and "input.<key>" (the item's own or the defaults').
+    places: Mapping[str, Place] = field(default_factory=dict, hash=False, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """How problems name this item: ``item 3 (id "deer")``."""
+        return _label(self.index, self.id)
+
+    def where(self, name: str | None = None) -> str:
+        """``file:line:col: item 3 (id "deer"), field "prompt"`` for one of this item's fields.
+
+        ``name`` is a key of ``places``; a field without a place (a default) names the item.
+        """
+        place = self.places.get(name or "item") or self.places.get("item")
+        if place is None:
+            return self.label
+        if place.field is None:
+            return f"{place.position}: {self.label}"
+        return f"{place.position}: {self.label}, field {_q(place.field)}"
+
+    def where_input(self, key: str | None) -> str:
+        """Where the request input ``key`` comes from (the prompt, the image, an input value)."""
+        if key is None:
+            return self.where()
+        if key == self.image_field:
+            return self.where("image")
+        if key in ("prompt", "prompt_optimizer"):
+            return self.where(key)
+        return self.where(f"input.{key}")
 
     @property
     def image_field(self) -> str:
@@ -117,25 +169,78 @@ class Manifest:
     warnings: tuple[Problem, ...]
 
 
+@dataclass(frozen=True)
+class ManifestReading:
+    """Everything read from a manifest, problems included: what ``read_manifest`` returns."""
+
+    path: Path  # as given
+    batch: str
+    items: tuple[Item, ...]  # every item read; a flawed item has placeholders for its bad fields
+    flawed: frozenset[int]  # indexes of the items with an error in one of their own fields
+    problems: tuple[Problem, ...]  # errors and warnings, in the order of their place in the file
+    prices: cost.PriceOverride = None
+    model_place: str | None = None  # ``file:line:col`` of the top-level ``model``, if written
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def manifest(self) -> Manifest:
+        """The runnable Manifest; raises ManifestError listing every error if there is one."""
+        if self.errors:
+            raise ManifestError(self.errors)
+        return Manifest(self.path.resolve(), self.batch, self.items, tuple(self.warnings))
+
+
+def read_manifest(path: Path) -> ManifestReading:
+    """Read and check the manifest at ``path`` in one pass; hash its local images.
+
+    Never raises for a problem of the manifest: every one is in ``problems`` (unreadable file,
+    YAML syntax, unknown keys, wrong types, unsafe or duplicate ids, missing images, bad URLs
+    are errors; two items with the same key and an unknown model are warnings). Problems name
+    the file as ``path`` was given.
+    """
+    reader = _Reader(str(path))
+    fallback = _slug(path.stem) or "batch"
+    try:
+        root = _compose(path, reader.file)
+    except ManifestError as exc:
+        return ManifestReading(path, fallback, (), frozenset(), tuple(exc.problems))
+    top = _read_top(reader, root, path)
+    fields: list[_Fields] = []
+    flawed: set[int] = set()
+    for index, node in _item_nodes(reader, top):
+        before = reader.error_count
+        fields.append(_read_item(reader, node, index, top))
+        if reader.error_count > before:
+            flawed.add(index)
+    ids = _assign_ids(reader, fields)
+    items = tuple(_build_item(f, item_id, top) for f, item_id in zip(fields, ids, strict=True))
+    _warn_same_keys(reader, fields, items, flawed)
+    _warn_unused_prices(reader, top, items)
+    model_place = top.places["model"].position if "model" in top.places else None
+    return ManifestReading(
+        path,
+        top.batch,
+        items,
+        frozenset(flawed),
+        tuple(reader.all_problems()),
+        top.prices,
+        model_place,
+    )
+
+
 def load_manifest(path: Path) -> Manifest:
     """Read and validate the manifest at ``path``; hash its local images.
 
-    Raises ManifestError listing every problem found: unreadable file, YAML syntax, unknown
-    keys, wrong types, unsafe or duplicate ids, missing images, bad URLs. Problems that do not
-    stop a run (two items with the same key, an unknown model) are ``Manifest.warnings``.
-    The returned ``Manifest.path`` is absolute; problems name the file as ``path`` was given.
+    Raises ManifestError listing every error found (see ``read_manifest``). Problems that do
+    not stop a run are ``Manifest.warnings``. The returned ``Manifest.path`` is absolute.
     """
-    reader = _Reader(str(path))
-    root = _compose(path, reader.file)
-    top = _read_top(reader, root, path)
-    fields = [_read_item(reader, node, index, top) for index, node in _item_nodes(reader, top)]
-    ids = _assign_ids(reader, fields)
-    items = tuple(_build_item(f, item_id) for f, item_id in zip(fields, ids, strict=True))
-    _warn_same_keys(reader, fields, items)
-    errors = reader.problems("error")
-    if errors:
-        raise ManifestError(errors)
-    return Manifest(path.resolve(), top.batch, items, tuple(reader.problems("warning")))
+    return read_manifest(path).manifest()
 
 
 # --- reading nodes -----------------------------------------------------------------------
@@ -168,12 +273,23 @@ class _Reader:
 
     def problems(self, severity: str) -> list[Problem]:
         """The problems of one severity, in the order of their place in the file."""
-        ordered = sorted(self._problems, key=lambda entry: entry[:2])
-        return [problem for _, _, problem in ordered if problem.severity == severity]
+        return [problem for problem in self.all_problems() if problem.severity == severity]
+
+    def all_problems(self) -> list[Problem]:
+        """Every problem, in the order of its place in the file."""
+        return [problem for _, _, problem in sorted(self._problems, key=lambda entry: entry[:2])]
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for _, _, problem in self._problems if problem.severity == "error")
+
+    def position(self, node: Node) -> str:
+        """``file:line:col`` of a node, counting from 1."""
+        mark = node.start_mark
+        return f"{self.file}:{mark.line + 1}:{mark.column + 1}"
 
     def where(self, node: Node, context: str) -> str:
-        mark = node.start_mark
-        place = f"{self.file}:{mark.line + 1}:{mark.column + 1}"
+        place = self.position(node)
         return f"{place}: {context}" if context else place
 
     def error(self, node: Node, context: str, message: str, severity: str = "error") -> None:
@@ -300,6 +416,9 @@ class _Top:
     input: dict[str, Any]
     base_dir: Path
     items: list[Node]
+    prices: cost.PriceOverride = None
+    price_nodes: Mapping[str, Node] = field(default_factory=dict)  # model slug → its key node
+    places: Mapping[str, Place] = field(default_factory=dict)  # "model", "prompt_optimizer", ...
 
 
 def _read_top(reader: _Reader, root: Node, path: Path) -> _Top:
@@ -312,17 +431,26 @@ def _read_top(reader: _Reader, root: Node, path: Path) -> _Top:
     found = reader.entries(mapping, _Scope(), TOP_KEYS, _TOP_HINTS)
     if "batch" in found:
         batch = _safe_name(reader, found["batch"][1], _Scope().at("batch")) or batch
-    model = _read_model(reader, found, _Scope()) or models.DEFAULT_MODEL
+    prices: cost.PriceOverride = None
+    price_nodes: dict[str, Node] = {}
+    if "price_usd" in found:
+        prices, price_nodes = _read_prices(reader, found["price_usd"][1])
+    places: dict[str, Place] = {}
+    model = _read_model(reader, found, _Scope(), prices) or models.DEFAULT_MODEL
+    if "model" in found:
+        places["model"] = Place(reader.position(found["model"][1]), "model")
     optimizer: bool | None = None
     extra: dict[str, Any] = {}
     if "defaults" in found:
-        optimizer, extra = _read_defaults(reader, found["defaults"][1])
+        optimizer, extra = _read_defaults(reader, found["defaults"][1], places)
     items = _read_item_list(reader, mapping, found.get("items"))
-    return _Top(batch, model, optimizer, extra, base_dir, items)
+    return _Top(batch, model, optimizer, extra, base_dir, items, prices, price_nodes, places)
 
 
-def _read_defaults(reader: _Reader, node: Node) -> tuple[bool | None, dict[str, Any]]:
-    """``defaults.prompt_optimizer`` and ``defaults.input``."""
+def _read_defaults(
+    reader: _Reader, node: Node, places: dict[str, Place]
+) -> tuple[bool | None, dict[str, Any]]:
+    """``defaults.prompt_optimizer`` and ``defaults.input``; their places go into ``places``."""
     scope = _Scope(prefix="defaults.")
     mapping = reader.mapping(node, _Scope().at("defaults"))
     if mapping is None:
@@ -330,9 +458,45 @@ def _read_defaults(reader: _Reader, node: Node) -> tuple[bool | None, dict[str, 
     found = reader.entries(mapping, scope, DEFAULTS_KEYS, _DEFAULTS_HINTS)
     optimizer = None
     if "prompt_optimizer" in found:
-        optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
-    extra = _read_input(reader, found["input"][1], scope) if "input" in found else {}
+        value_node = found["prompt_optimizer"][1]
+        optimizer = reader.boolean(value_node, scope.at("prompt_optimizer"))
+        places["prompt_optimizer"] = Place(reader.position(value_node), "defaults.prompt_optimizer")
+    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
     return optimizer, extra
+
+
+def _read_prices(reader: _Reader, node: Node) -> tuple[cost.PriceOverride, dict[str, Node]]:
+    """``price_usd``: one price for every model, or a mapping of model slug to price."""
+    context = _Scope().at("price_usd")
+    if isinstance(node, MappingNode):
+        scope = _Scope(prefix="price_usd.")
+        prices: dict[str, float] = {}
+        nodes: dict[str, Node] = {}
+        for slug, (knode, vnode) in reader.entries(node, scope, None, {}).items():
+            price = _price(reader, vnode, scope.at(slug))
+            if price is not None:
+                prices[slug], nodes[slug] = price, knode
+        return prices, nodes
+    if isinstance(node, ScalarNode):
+        return _price(reader, node, context), {}
+    reader.error(
+        node, context, "must be a price in USD, or a mapping of model slug to price, not a list"
+    )
+    return None, {}
+
+
+def _price(reader: _Reader, node: Node, context: str) -> float | None:
+    """A price in USD: a finite number of at least 0; None after reporting why not."""
+    ok, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
+    if not ok:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+        reader.error(node, context, f"must be a price of at least 0 USD, not {value}")
+        return None
+    reader.error(node, context, f"must be a price in USD (a number), not {_kind(node, value)}")
+    return None
 
 
 def _read_item_list(
@@ -354,9 +518,13 @@ def _read_item_list(
 
 
 def _read_model(
-    reader: _Reader, found: Mapping[str, tuple[Node, Node]], scope: _Scope
+    reader: _Reader,
+    found: Mapping[str, tuple[Node, Node]],
+    scope: _Scope,
+    prices: cost.PriceOverride,
 ) -> str | None:
-    """The ``model`` slug if given and a string; warns about a slug this runner does not know."""
+    """The ``model`` slug if given and a string; warns about a slug this runner does not know
+    (and, unless ``price_usd`` names it, that its price is a guess)."""
     if "model" not in found:
         return None
     node = found["model"][1]
@@ -364,7 +532,13 @@ def _read_model(
     if slug is not None and slug not in models.MODELS:
         close = difflib.get_close_matches(slug, list(models.MODELS), n=1)
         hint = f"did you mean {_q(close[0])}? " if close else ""
-        reader.warn(node, scope.at("model"), f"unknown model {_q(slug)}; {hint}the server decides")
+        message = f"unknown model {_q(slug)}; {hint}the server decides"
+        if not cost.price_of(slug, prices)[1]:
+            message += (
+                f"; its price is estimated at {cost.usd(cost.DEFAULT_PRICE_USD)} a run"
+                " (set price_usd to change that)"
+            )
+        reader.warn(node, scope.at("model"), message)
     return slug
 
 
@@ -386,6 +560,7 @@ class _Fields:
     image_url: str | None
     image_sha256: str | None
     input: dict[str, Any]
+    places: dict[str, Place] = field(default_factory=dict)
 
     @property
     def line(self) -> int:
@@ -410,11 +585,15 @@ def _read_item(reader: _Reader, node: MappingNode, index: int, top: _Top) -> _Fi
     """Check one item's fields against the top level's defaults."""
     scope = _Scope(_label(index, _peek_id(node)))
     found = reader.entries(node, scope, ITEM_KEYS, _HINTS)
+    places = {**top.places, "item": Place(reader.position(node), None)}
+    for name in ("id", "image", "prompt", "model", "prompt_optimizer"):
+        if name in found:
+            places[name] = Place(reader.position(found[name][1]), name)
     explicit_id, id_node = None, None
     if "id" in found:
         id_node = found["id"][1]
         explicit_id = _safe_name(reader, id_node, scope.at("id"))
-    model = _read_model(reader, found, scope) or top.model
+    model = _read_model(reader, found, scope, top.prices) or top.model
     prompt = _required_string(reader, node, found, scope, "prompt").strip()
     image = _required_string(reader, node, found, scope, "image")
     image_node = found["image"][1] if "image" in found else None
@@ -422,13 +601,24 @@ def _read_item(reader: _Reader, node: MappingNode, index: int, top: _Top) -> _Fi
     optimizer = top.prompt_optimizer
     if "prompt_optimizer" in found:
         optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
-    extra = _read_input(reader, found["input"][1], scope) if "input" in found else {}
+    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
     model_input: dict[str, Any] = {"prompt": prompt}
     if optimizer is not None:
         model_input["prompt_optimizer"] = optimizer
     model_input.update({**top.input, **extra})
     return _Fields(
-        index, node, explicit_id, id_node, model, prompt, image, path, url, sha, model_input
+        index,
+        node,
+        explicit_id,
+        id_node,
+        model,
+        prompt,
+        image,
+        path,
+        url,
+        sha,
+        model_input,
+        places,
     )
 
 
@@ -492,7 +682,7 @@ def _hash_image(reader: _Reader, node: Node, context: str, image: str, path: Pat
         reader.error(node, context, f"image file {_q(image)} {what} ({path})")
         return None
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        reader.warn(node, context, f"{_q(image)}: the API takes JPEG, PNG, WebP or GIF images")
+        reader.warn(node, context, f"{_q(image)}: {SUFFIX_WARNING}")
     try:
         with path.open("rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
@@ -501,8 +691,13 @@ def _hash_image(reader: _Reader, node: Node, context: str, image: str, path: Pat
         return None
 
 
-def _read_input(reader: _Reader, node: Node, scope: _Scope) -> dict[str, Any]:
-    """An ``input`` mapping of extra model inputs: JSON values, none of the reserved keys."""
+def _read_input(
+    reader: _Reader, node: Node, scope: _Scope, places: dict[str, Place]
+) -> dict[str, Any]:
+    """An ``input`` mapping of extra model inputs: JSON values, none of the reserved keys.
+
+    The place of each value goes into ``places`` as ``input.<key>``.
+    """
     mapping = reader.mapping(node, scope.at("input"))
     if mapping is None:
         return {}
@@ -520,6 +715,7 @@ def _read_input(reader: _Reader, node: Node, scope: _Scope) -> dict[str, Any]:
             reader.error(vnode, inner.at(key), problem)
         elif ok:
             out[key] = value
+            places[f"input.{key}"] = Place(reader.position(vnode), inner.prefix + key)
     return out
 
 
@@ -584,10 +780,11 @@ def _unique(base: str, index: int, taken: Mapping[str, object]) -> str:
     return candidate
 
 
-def _build_item(f: _Fields, item_id: str) -> Item:
+def _build_item(f: _Fields, item_id: str, top: _Top) -> Item:
     """The Item of checked fields, with its key (a local image counts by its sha256)."""
     image_value = f.image_url or f"{LOCAL_IMAGE_PREFIX}{f.image_sha256 or ''}"
     keyed = {**f.input, models.image_field(f.model): image_value}
+    price, _ = cost.price_of(f.model, top.prices)
     return Item(
         id=item_id,
         index=f.index,
@@ -600,13 +797,22 @@ def _build_item(f: _Fields, item_id: str) -> Item:
         image_sha256=f.image_sha256,
         input=f.input,
         key=item_key(f.model, keyed),
+        price_usd=price,
+        places=f.places,
     )
 
 
-def _warn_same_keys(reader: _Reader, fields: list[_Fields], items: tuple[Item, ...]) -> None:
-    """Warn about each item whose key an earlier item already has: the same video twice."""
+def _warn_same_keys(
+    reader: _Reader, fields: list[_Fields], items: tuple[Item, ...], flawed: Collection[int]
+) -> None:
+    """Warn about each item whose key an earlier item already has: the same video twice.
+
+    Items with an error of their own are left out: their placeholders would look alike.
+    """
     first: dict[str, Item] = {}
     for f, item in zip(fields, items, strict=True):
+        if item.index in flawed:
+            continue
         earlier = first.setdefault(item.key, item)
         if earlier is not item:
             other = f"{_label(earlier.index, earlier.id)} (line {earlier.line})"
@@ -614,6 +820,18 @@ def _warn_same_keys(reader: _Reader, fields: list[_Fields], items: tuple[Item, .
                 f"same model, input and image as {other}: it would render the same video twice"
             )
             reader.warn(f.node, _label(item.index, item.id), message)
+
+
+def _warn_unused_prices(reader: _Reader, top: _Top, items: tuple[Item, ...]) -> None:
+    """Warn about each model in a ``price_usd`` mapping that no item uses (a typo?)."""
+    used = sorted({item.model for item in items})
+    for slug, node in top.price_nodes.items():
+        if slug not in used:
+            close = difflib.get_close_matches(slug, used, n=1)
+            hint = f"; did you mean {_q(close[0])}?" if close else ""
+            reader.warn(
+                node, _Scope(prefix="price_usd.").at(slug), f"no item uses this model{hint}"
+            )
 
 
 # --- small helpers -----------------------------------------------------------------------

@@ -53,6 +53,7 @@ def build_summary(
     *,
     interrupted: bool,
     account_error: str | None,
+    budget_reached: bool = False,
 ) -> dict[str, Any]:
     """``summary.json``: counts and one row per manifest item, in manifest order."""
     rows = []
@@ -77,6 +78,7 @@ def build_summary(
         "cost_usd": round(spent, 4),
         "interrupted": interrupted,
         "account_error": account_error,
+        "budget_reached": budget_reached,
         "items": rows,
     }
 
@@ -111,6 +113,8 @@ def render(
         lines.append(f"the API refused the account, submitting stopped: {summary['account_error']}")
     if summary["interrupted"]:
         lines.append("interrupted: predictions already in flight keep running on the server")
+    if summary.get("budget_reached"):
+        lines.append("the budget is reached: the remaining items stay pending (raise --budget)")
     if counts["done"] < counts["total"]:
         if failed and counts["failed"] == counts["total"] - counts["done"]:
             lines.append(f"to submit the failed items again: {resume_command} --retry-failed")

@@ -23,6 +23,7 @@ from runner.manifest import Manifest
 from runner.plan import Action, make_plan
 from runner.report import SUMMARY_NAME, RunResult, build_summary, exit_code, render
 from runner.scheduler import BatchRunner, verify_done
+from runner.spend import SpendLimit, recorded_spend
 
 log = logging.getLogger("runner")
 
@@ -107,6 +108,10 @@ async def run_batch(
             plan.count(Action.FAILED),
         )
         known_ids = {str(r["prediction_id"]) for r in records if r.get("prediction_id")}
+        spend = SpendLimit(config.budget_usd, spent_before=recorded_spend(records))
+        for step in plan.steps:  # predictions that may exist on the server count already
+            if step.action in (Action.POLL, Action.RECONCILE):
+                spend.hold(step.item.key, step.item.price_usd)
         async with ledger.LedgerWriter(ledger_path) as writer:
             runner = BatchRunner(
                 config,
@@ -115,6 +120,7 @@ async def run_batch(
                 ledger.uploads(records),
                 known_ids=known_ids,
                 observer=observer,
+                spend=spend,
             )
             connector = aiohttp.TCPConnector(limit=32)
             async with (
@@ -137,6 +143,7 @@ async def run_batch(
             final,
             interrupted=outcome.interrupted,
             account_error=outcome.account_error,
+            budget_reached=outcome.budget_reached,
         )
         await anyio.to_thread.run_sync(_write_json_atomically, output_dir / SUMMARY_NAME, summary)
     return RunResult(summary, exit_code(summary), render(summary, str(output_dir), resume_command))

@@ -42,6 +42,7 @@ from runner.manifest import Item
 from runner.plan import DOWNLOAD_FAILED, Action, Plan
 from runner.protocol import Prediction, RemoteStatus
 from runner.reconcile import Verdict, find_prediction
+from runner.spend import SpendLimit
 
 log = logging.getLogger("runner")
 
@@ -69,6 +70,7 @@ class Outcome:
 
     jobs: dict[str, Job] = field(default_factory=dict)  # by item id
     account_error: str | None = None
+    budget_reached: bool = False
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -121,6 +123,7 @@ class BatchRunner:
         known_ids: set[str] | None = None,
         rng: random.Random | None = None,
         observer: Callable[[str, float], None] | None = None,
+        spend: SpendLimit | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -134,6 +137,8 @@ class BatchRunner:
         #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
         self.observer = observer
         self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
+        #: What the batch has spent and reserved, against --budget (no cap without one).
+        self.spend = spend or SpendLimit(None)
         self.outcome = Outcome()
         self._stop_submitting = False
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -171,10 +176,14 @@ class BatchRunner:
                     if step.action is not Action.SUBMIT:
                         continue
                     await self.slots.acquire()
-                    if self._stop_submitting:
+                    job = self.outcome.jobs[step.item.id]
+                    # Reserved here, in manifest order, so a budget admits the first items.
+                    if self._stop_submitting or not self._reserve(job):
+                        if not self._stop_submitting:
+                            self._budget_reached(job)
                         self.slots.release()
                         break
-                    tg.start_soon(self._in_flight, self.outcome.jobs[step.item.id], step.action)
+                    tg.start_soon(self._in_flight, job, step.action)
         except* AccountError as group:
             self.outcome.account_error = str(group.exceptions[0])
         return self.outcome
@@ -182,6 +191,25 @@ class BatchRunner:
     def stop_submitting(self) -> None:
         """No new create is sent after this (a signal, an account error, ...)."""
         self._stop_submitting = True
+
+    def _reserve(self, job: Job) -> bool:
+        """Hold this item's price against the budget unless it holds it already."""
+        key = job.item.key
+        return self.spend.holds(key) or self.spend.reserve(key, job.item.price_usd)
+
+    def _budget_reached(self, job: Job) -> None:
+        """The next create could take the batch over --budget: no new item is started (items
+        that hold their reservation go on)."""
+        if not self.outcome.budget_reached:
+            self.outcome.budget_reached = True
+            log.warning(
+                "%s: the budget of $%.2f is reached ($%.2f spent, $%.2f reserved); "
+                "submitting stopped, the remaining items stay pending",
+                job.item.id,
+                self.spend.budget_usd or 0.0,
+                self.spend.spent,
+                self.spend.reserved,
+            )
 
     def _refused(self, exc: AccountError) -> None:
         """The account cannot submit (401/402): stop creating; predictions in flight go on."""
@@ -212,7 +240,8 @@ class BatchRunner:
         """Create (unless resuming), poll to the end, resubmit retryable failures."""
         now = anyio.current_time()
         if action is Action.POLL:
-            job.submitted_at = _mono_from_iso(job.state.submitted_ts, now) or now
+            resumed_at = _mono_from_iso(job.state.submitted_ts, now)
+            job.submitted_at = now if resumed_at is None else resumed_at
         elif action is Action.RECONCILE:
             verdict = await self._reconcile(job)
             if verdict is Verdict.UNDECIDED:
@@ -225,6 +254,9 @@ class BatchRunner:
             prediction = await self._poll(job)
             if prediction is None:
                 return None
+            # A failed or cancelled prediction is not billed; a success costs metrics.cost.
+            billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0.0
+            self.spend.settle(job.item.key, billed)
             if prediction.status is RemoteStatus.SUCCESS:
                 await self._record(
                     job,
@@ -310,7 +342,12 @@ class BatchRunner:
                 if await self._gave_up(job, failures, f"image upload failed: {exc}"):
                     return False
                 continue
+            if not self._reserve(job):
+                self._budget_reached(job)
+                return False
             outcome = await self._create(job, job.item.request_input(image_url))
+            if not isinstance(outcome, (str, AmbiguousCreateError)):
+                self.spend.release(job.item.key)  # it created nothing
             if isinstance(outcome, str):
                 job.submitted_at = anyio.current_time()
                 job.last_poll_at = None
@@ -403,10 +440,12 @@ class BatchRunner:
             job.last_poll_at = None
             log.info("%s: found its prediction %s on the server", job.item.id, found)
         elif verdict is Verdict.ABSENT:
+            self.spend.release(job.item.key)
             await self._record(
                 job, JobState.PENDING, reason="reconciled: no prediction was created"
             )
         elif self.config.resubmit_ambiguous:
+            self.spend.release(job.item.key)  # the new create reserves again
             await self._record(job, JobState.PENDING, reason="ambiguous: resubmitting as asked")
             return Verdict.ABSENT
         else:
@@ -493,6 +532,7 @@ class BatchRunner:
             error=f"no result after {self.limits.item_timeout:.0f} s: cancelled",
             error_code="timeout",
         )
+        self.spend.settle(job.item.key, 0.0)  # a cancelled prediction is not billed
 
     # -- download ------------------------------------------------------------------------------
 

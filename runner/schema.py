@@ -1,0 +1,281 @@
+"""Model schemas: fetched from ``GET /v1/model``, cached in the output directory, and every
+item's input validated against the model's ``request_schema``.
+
+The live schema is the authority: the runner's own table only knows which field takes the
+image. Each model a batch uses is fetched once per check (the endpoint needs no key; the
+request counts against the shared request budget like any other). The answers are cached in
+``OUTPUT/model-schemas.json`` with the time they were fetched, so ``--offline`` (or an API that
+cannot be reached) can still check against the last schema seen.
+
+Validation uses ``jsonschema`` and turns its errors into messages that name the field as the
+manifest writes it ("must be one of 6, 10, not 7").
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import jsonschema
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+
+from runner.client import EachlabsClient
+from runner.errors import ApiError, NotFoundError
+from runner.findings import ERROR, WARNING
+from runner.ledger import now_iso
+
+CACHE_NAME = "model-schemas.json"
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    """One model's ``request_schema`` and where it came from."""
+
+    slug: str
+    request_schema: Mapping[str, Any]
+    fetched_at: str  # ISO 8601, UTC
+    cached: bool  # True: read from the cache, not fetched in this check
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the schema lookups found: schemas by slug, slugs the API does not know, notes."""
+
+    schemas: dict[str, ModelSchema]
+    unknown: frozenset[str]
+    notes: dict[str, list[tuple[str, str]]]  # slug → (severity, message) about its lookup
+    cache_error: str | None = None  # why the cache could not be written
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem of an item's input: the input key it is about (None: the whole input)."""
+
+    key: str | None
+    message: str
+    severity: str = ERROR
+
+
+# --- fetch and cache ---------------------------------------------------------------------
+
+
+async def look_up(
+    client: EachlabsClient | None, slugs: Iterable[str], cache_path: Path, *, offline: bool
+) -> Lookup:
+    """The schema of every model in ``slugs``: fetched once each (unless offline), else cached.
+
+    A slug the API answers 404 for is ``unknown``. A model that cannot be fetched (offline,
+    network, server error) falls back to the cache, with a warning; without a cached schema its
+    items are not checked against one, with a warning. Fetched schemas are written back to the
+    cache. Never raises for an API problem.
+    """
+    cache = await anyio.to_thread.run_sync(read_cache, cache_path)
+    schemas: dict[str, ModelSchema] = {}
+    unknown: set[str] = set()
+    notes: dict[str, list[tuple[str, str]]] = {}
+    fetched = False
+    for slug in sorted(set(slugs)):
+        reason = "--offline"
+        if client is not None and not offline:
+            try:
+                body = await client.model(slug)
+            except NotFoundError:
+                unknown.add(slug)
+                continue
+            except ApiError as exc:
+                reason = f"fetching its schema failed ({exc})"
+            else:
+                request_schema = body.get("request_schema")
+                if isinstance(request_schema, dict):
+                    schemas[slug] = ModelSchema(slug, request_schema, now_iso(), cached=False)
+                    fetched = True
+                    continue
+                reason = "the API's answer has no request_schema"
+        if slug in cache:
+            schemas[slug] = cache[slug]
+            if reason != "--offline":
+                message = (
+                    f"model {_q(slug)}: {reason}; checked against the schema cached at "
+                    f"{cache[slug].fetched_at}"
+                )
+                notes.setdefault(slug, []).append((WARNING, message))
+        else:
+            message = (
+                f"model {_q(slug)}: {reason}, and no schema of it is cached in {cache_path}: "
+                "inputs are not checked against the model's schema"
+            )
+            notes.setdefault(slug, []).append((WARNING, message))
+    cache_error = None
+    if fetched:
+        merged = {**cache, **{s: m for s, m in schemas.items() if not m.cached}}
+        try:
+            await anyio.to_thread.run_sync(write_cache, cache_path, merged)
+        except OSError as exc:
+            cache_error = f"cannot write the schema cache {cache_path}: {exc.strerror}"
+    return Lookup(schemas, frozenset(unknown), notes, cache_error)
+
+
+def read_cache(path: Path) -> dict[str, ModelSchema]:
+    """The cached schemas by slug; empty if the cache is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, ModelSchema] = {}
+    entries = data.get("models") if isinstance(data, dict) else None
+    for slug, entry in (entries or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get("request_schema"), dict):
+            found[slug] = ModelSchema(
+                slug, entry["request_schema"], str(entry.get("fetched_at", "?")), cached=True
+            )
+    return found
+
+
+def write_cache(path: Path, schemas: Mapping[str, ModelSchema]) -> None:
+    """Replace the cache atomically with ``schemas``. Raises OSError."""
+    data = {
+        "models": {
+            slug: {"fetched_at": s.fetched_at, "request_schema": s.request_schema}
+            for slug, s in sorted(schemas.items())
+        }
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- validation (pure) ---------------------------------------------------------------------
+
+
+def schema_problem(request_schema: Mapping[str, Any]) -> str | None:
+    """Why ``request_schema`` is not a usable JSON Schema, or None."""
+    try:
+        _validator_class(request_schema).check_schema(request_schema)
+    except SchemaError as exc:
+        return f"the model's request_schema is not valid JSON Schema: {exc.message}"
+    return None
+
+
+def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> list[Issue]:
+    """Every way ``value`` (a request ``input``) breaks ``request_schema``, plus a warning for
+    each input the schema does not name (the server ignores those, so a typo goes unnoticed).
+
+    The schema must have passed ``schema_problem``.
+    """
+    validator = _validator_class(request_schema)(request_schema)
+    issues: list[Issue] = []
+    errors = sorted(validator.iter_errors(dict(value)), key=lambda e: list(e.absolute_path))
+    mistyped = {
+        err.absolute_path[0] for err in errors if err.validator == "type" and err.absolute_path
+    }
+    for err in errors:
+        path = list(err.absolute_path)
+        if path and path[0] in mistyped and err.validator != "type":
+            continue  # "must be one of 6, 10, not "6"" adds nothing to "must be an integer"
+        issues += _translate(err)
+    properties = request_schema.get("properties")
+    if isinstance(properties, dict) and properties:
+        closed = request_schema.get("additionalProperties", True) is False
+        for key in value:
+            if key not in properties:
+                close = difflib.get_close_matches(key, list(properties), n=1)
+                hint = f"did you mean {_q(close[0])}? " if close else ""
+                if closed:
+                    issues.append(Issue(key, f"is not an input of this model; {hint}".rstrip(" ;")))
+                else:
+                    message = f"is not an input of this model; {hint}the server ignores it"
+                    issues.append(Issue(key, message, WARNING))
+    unique: dict[tuple[str | None, str], Issue] = {}
+    for issue in issues:
+        unique.setdefault((issue.key, issue.message), issue)
+    return list(unique.values())
+
+
+def _validator_class(schema: Mapping[str, Any]) -> type[Any]:
+    return jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+
+
+def _translate(err: ValidationError) -> list[Issue]:
+    """One jsonschema error as issues on the input key it is about."""
+    path = list(err.absolute_path)
+    key = str(path[0]) if path else None
+    nested = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:])
+    prefix = f"{nested.lstrip('.')}: " if nested else ""
+    kind, rule, value = err.validator, cast(Any, err.validator_value), cast(Any, err.instance)
+    if kind == "required" and isinstance(value, dict) and not path:
+        return [
+            Issue(name, "is required by the model's schema") for name in rule if name not in value
+        ]
+    if kind == "type":
+        wanted = rule if isinstance(rule, list) else [rule]
+        names = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in wanted)
+        message = f"must be {names}, not {_describe(value)}"
+    elif kind == "enum":
+        message = f"must be one of {', '.join(_json(v) for v in rule)}, not {_json(value)}"
+    elif kind == "const":
+        message = f"must be {_json(rule)}, not {_json(value)}"
+    elif kind in _BOUNDS:
+        message = f"must be {_BOUNDS[kind]} {rule}, not {_json(value)}"
+    elif kind in ("minLength", "maxLength"):
+        least = "at least" if kind == "minLength" else "at most"
+        message = f"must be {least} {rule} characters long, not {len(value)}"
+    elif kind in ("minItems", "maxItems"):
+        least = "at least" if kind == "minItems" else "at most"
+        message = f"must list {least} {rule} entries, not {len(value)}"
+    elif kind == "pattern":
+        message = f"must match the pattern {_q(str(rule))}, not {_json(value)}"
+    elif kind == "additionalProperties" and not path:
+        return []  # reported with a near miss by ``validate``
+    else:
+        message = err.message
+    return [Issue(key, prefix + message)]
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
+_BOUNDS = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "greater than",
+    "exclusiveMaximum": "less than",
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({_json(value)})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({_json(value)})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "null" if value is None else type(value).__name__
+
+
+def _json(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
