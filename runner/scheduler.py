@@ -258,14 +258,7 @@ class BatchRunner:
             billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0.0
             self.spend.settle(job.item.key, billed)
             if prediction.status is RemoteStatus.SUCCESS:
-                await self._record(
-                    job,
-                    JobState.SUCCEEDED,
-                    prediction_id=prediction.id,
-                    output_url=prediction.output_url,
-                    predict_time=prediction.predict_time,
-                    cost=prediction.cost,
-                )
+                await self._record_success(job, prediction)
                 log.info("%s: succeeded (%.0f s)", job.item.id, prediction.predict_time or 0)
                 return prediction
             retry = (
@@ -287,6 +280,16 @@ class BatchRunner:
                 return prediction
             log.info("%s: retryable failure (%s); submitting again", job.item.id, prediction.error)
             action = Action.SUBMIT
+
+    async def _record_success(self, job: Job, prediction: Prediction) -> None:
+        await self._record(
+            job,
+            JobState.SUCCEEDED,
+            prediction_id=prediction.id,
+            output_url=prediction.output_url,
+            predict_time=prediction.predict_time,
+            cost=prediction.cost,
+        )
 
     async def _record(self, job: Job, event: JobState, **fields: object) -> None:
         record = await self.ledger.append(job.item.id, job.item.key, event.value, **fields)
@@ -577,14 +580,7 @@ class BatchRunner:
             return False
         if prediction.status is not RemoteStatus.SUCCESS or prediction.output_url is None:
             return False
-        await self._record(
-            job,
-            JobState.SUCCEEDED,
-            prediction_id=prediction.id,
-            output_url=prediction.output_url,
-            predict_time=prediction.predict_time,
-            cost=prediction.cost,
-        )
+        await self._record_success(job, prediction)
         return True
 
 
