@@ -295,6 +295,7 @@ async def _check_and_run(
                 budget_usd=args.budget,
                 budget_partial=args.budget_partial,
                 retry_failed=args.retry_failed,
+                refuse_if_locked=not dry,
             )
         shown = report.errors if args.quiet else report.problems
         if shown:

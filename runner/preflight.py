@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from runner import cost, images, ledger, models, probe, prompts, schema
+from runner import cost, images, ledger, models, probe, prompts, run, schema
 from runner.client import EachlabsClient
 from runner.config import CheckConfig
 from runner.errors import LedgerError, Problem
@@ -88,8 +88,12 @@ async def preflight(
     budget_usd: float | None = None,
     budget_partial: bool = False,
     retry_failed: bool = False,
+    refuse_if_locked: bool = False,
 ) -> Report:
     """Run every check on the manifest at ``manifest_path`` and plan its run.
+
+    With ``refuse_if_locked`` (a run, not a dry run), raise LockedError before any request or
+    write if another runner holds the output directory.
 
     ``client`` looks up model schemas (None, or ``checks.offline``: the cache only);
     ``session`` fetches URL image heads for ``checks.check_urls``. ``output_dir`` defaults to
@@ -97,6 +101,8 @@ async def preflight(
     """
     reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
     output = output_dir or Path("output") / reading.batch
+    if refuse_if_locked:
+        run.refuse_if_locked(output)
     report = Report(manifest_path, reading.batch, output, reading.problems)
     if not reading.items:
         return _finish(report, reading, checks)

@@ -51,6 +51,23 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def refuse_if_locked(output_dir: Path) -> None:
+    """Raise LockedError if another runner holds ``output_dir`` now; creates nothing."""
+    try:
+        fd = os.open(output_dir / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no runner has ever worked there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(
+            f"another runner is already working in {output_dir}; "
+            "wait for it to finish or stop it first"
+        ) from None
+    finally:
+        os.close(fd)  # closing releases a lock this probe took
+
+
 def _write_json_atomically(path: Path, data: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -154,6 +154,8 @@ async def test_a_second_runner_on_the_same_output_exits_at_once_touching_nothing
     _, stderr = await second.communicate()
     assert second.returncode == 4
     assert "another runner is already working in" in stderr.decode()
+    # it refused before its own checks: the only schema lookup is the first runner's
+    assert [name for _, name in sim.stats.api_requests].count("model") == 1
     assert (output / "ledger.jsonl").read_bytes().startswith(ledger_before)
     assert await first.wait() == 0
     created = Counter(str(c.input["prompt"]) for c in sim.stats.creates)
