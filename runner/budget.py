@@ -95,6 +95,11 @@ class RequestWindow:
         """Start no request before ``until`` (a server's Retry-After)."""
         self.paused_until = max(self.paused_until, until)
 
+    def spare(self, now: float) -> float:
+        """The share of the window's requests still free now (0 to 1)."""
+        self._prune(now)
+        return max(0.0, 1.0 - (self._open + len(self._ends)) / max(1.0, self.allowed))
+
 
 @dataclass(eq=False)
 class _Waiter:
@@ -110,8 +115,9 @@ class _Waiter:
 class Slot:
     """One granted request; tell it whether the server refused it with a 429."""
 
-    def __init__(self) -> None:
+    def __init__(self, granted_at: float) -> None:
         self.refused = False
+        self.granted_at = granted_at  # when the request was let go, on the budget's clock
 
 
 class RequestBudget:
@@ -131,6 +137,10 @@ class RequestBudget:
     def _notify(self) -> None:
         self._wake.set()
         self._wake = anyio.Event()
+
+    def spare(self) -> float:
+        """The share of the window's requests still free now (0 to 1)."""
+        return self.window.spare(self._clock())
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` from now (a ``Retry-After``)."""
@@ -178,7 +188,7 @@ class RequestBudget:
             else:
                 self._waiters.remove(waiter)
             raise
-        slot = Slot()
+        slot = Slot(self._clock())
         try:
             yield slot
         finally:

@@ -8,6 +8,7 @@ for file transfers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ class Answer:
     status: int
     text: str
     request_id: str | None
+    sent_at: float
 
 
 class EachlabsClient:
@@ -105,6 +107,7 @@ class EachlabsClient:
                     echoed = response.headers.get("X-Request-Id", request_id)
                     status = response.status
                     slot.refused = status == 429
+                    sent_at = slot.granted_at
             except aiohttp.ClientConnectorError as exc:
                 raise TransportError(
                     f"cannot connect to {self._base}: {exc.os_error}", sent=False
@@ -119,7 +122,7 @@ class EachlabsClient:
             self._budget.pause(wait)
         if status >= 300:
             self._raise_for(status, text, echoed, wait)
-        return Answer(status, text, echoed)
+        return Answer(status, text, echoed, sent_at)
 
     @staticmethod
     def _raise_for(status: int, text: str, request_id: str | None, wait: float | None) -> None:
@@ -184,7 +187,8 @@ class EachlabsClient:
         ``priority`` ranks this poll against others waiting for the budget (lower goes first).
         """
         answer = await self._call("GET", f"/v1/prediction/{prediction_id}", priority=priority)
-        return protocol.parse_prediction(self._json(answer), prediction_id)
+        parsed = protocol.parse_prediction(self._json(answer), prediction_id)
+        return dataclasses.replace(parsed, sent_at=answer.sent_at)
 
     async def cancel(self, prediction_id: str) -> None:
         """Ask the server to cancel; best effort (re-poll to learn the outcome)."""

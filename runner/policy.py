@@ -31,10 +31,11 @@ PRIOR_WEIGHT = 2.0
 TRUSTED_AFTER = 5
 #: The earliest plausible finish, as a share of the fastest run seen so far.
 EARLIEST_MARGIN = 0.9
-#: Polls land this share of a quantum after a quantum boundary (our create time is later than
-#: the server's, so boundaries measured from it are never early).
-GRID_OFFSET = 0.02
-GRID_TOLERANCE = 0.05
+#: Polls land at least this share of a quantum after a quantum boundary (boundaries are counted
+#: from our create time, which is later than the server's, so they are never early).
+GRID_OFFSET = 0.1
+#: Share of the request window that must be free for polls in the window every quantum.
+SPARE_FOR_FULL_PACE = 0.5
 #: Only the most recent run times are kept: the model adapts to drift and stays cheap.
 MEMORY = 256
 _Z01 = 2.326  # the standard normal's 99 % quantile
@@ -111,11 +112,14 @@ def next_poll_at(
     last_poll_at: float | None,
     model: RuntimeModel,
     poll_min: float,
+    spare: float = 1.0,
 ) -> float:
     """The monotonic time at which a prediction becomes eligible for its next poll.
 
     Never sooner than ``poll_min`` after the create or the last poll; before the model's
-    earliest plausible finish, on a doubling schedule of ages; after it, every ``poll_min``.
+    earliest plausible finish, on a doubling schedule of ages; after it, every ``poll_min``
+    while at least SPARE_FOR_FULL_PACE of the request budget is free (``spare``, 0 to 1), else
+    every other quantum, so that a busy budget goes to the likeliest finishes and to creates.
     """
     age_last = 0.0 if last_poll_at is None else last_poll_at - submitted_at
     earliest = model.earliest()
@@ -124,11 +128,14 @@ def next_poll_at(
         early = max(poll_min, earliest / 4)
     while early <= age_last + 1e-9:
         early *= 2
-    target_age = max(age_last + poll_min, min(early, max(earliest, age_last + poll_min)))
-    # The service shows an end only at its next status quantum (~poll_min) after the create:
-    # a poll just after a quantum boundary sees it at once, one just before waits a quantum.
-    step = math.ceil(target_age / poll_min - GRID_TOLERANCE)
-    target_age = max(target_age, step * poll_min + GRID_OFFSET * poll_min)
+    pace = poll_min if spare >= SPARE_FOR_FULL_PACE else 2 * poll_min
+    target_age = max(age_last + poll_min, min(early, max(earliest, age_last + pace)))
+    # The service shows an end only at the next status quantum (~poll_min) after the create.
+    # A poll that would land just on a quantum boundary waits a moment, so it sees that
+    # boundary's state rather than racing it: polls settle on the grid just after boundaries.
+    boundary = math.floor(target_age / poll_min + 1e-9)
+    if target_age - boundary * poll_min < GRID_OFFSET * poll_min:
+        target_age = (boundary + GRID_OFFSET) * poll_min
     return max(now, submitted_at + target_age)
 
 

@@ -78,6 +78,7 @@ class Prediction:
     cost: float | None = None
     raw_status: str = ""
     input: dict[str, Any] | None = None  # the server's echo of the create's input, if given
+    sent_at: float | None = None  # when the poll went out, on the client's monotonic clock
 
 
 def output_url(output: object) -> str | None:

@@ -152,6 +152,7 @@ class BatchRunner:
 
     async def run(self, session: aiohttp.ClientSession, budget: RequestBudget) -> Outcome:
         self.session = session
+        self.budget = budget
         self.client = EachlabsClient(
             session,
             self.config.api_base,
@@ -479,6 +480,7 @@ class BatchRunner:
                 last_poll_at=job.last_poll_at,
                 model=self.runtimes,
                 poll_min=self.limits.poll_min,
+                spare=self.budget.spare(),
             )
             await anyio.sleep(at - now)
             last_miss = job.last_poll_at
@@ -511,8 +513,10 @@ class BatchRunner:
                 job.last_poll_at = anyio.current_time()
                 job.polls += 1
             not_found = errors = 0
+            seen = job.last_poll_at  # the answer's arrival: when we know
+            if prediction.sent_at is not None:
+                job.last_poll_at = prediction.sent_at  # what the server saw: when it was asked
             if prediction.status.terminal:
-                seen = job.last_poll_at
                 if self.observer is not None:
                     self.observer(prediction_id, seen)
                 if prediction.status is RemoteStatus.SUCCESS:

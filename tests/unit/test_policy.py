@@ -8,12 +8,15 @@ import math
 import pytest
 
 from runner.policy import (
+    GRID_OFFSET,
     PRIOR_SIGMA,
     RuntimeModel,
     finished_age,
     next_poll_at,
     poll_score,
 )
+
+GRID = GRID_OFFSET * 5.0  # how far after a 5 s status quantum boundary polls land
 
 
 def learned(expected: float, runtimes: list[float]) -> RuntimeModel:
@@ -41,10 +44,13 @@ def schedule(model: RuntimeModel, *, poll_min: float, until: float) -> list[floa
 def test_no_poll_before_poll_min_after_the_create_or_the_last_poll() -> None:
     model = RuntimeModel(expected=1.0)  # a prior that would poll at once
     first = next_poll_at(now=0.0, submitted_at=0.0, last_poll_at=None, model=model, poll_min=5.0)
-    assert first == pytest.approx(5.1)  # just after the first status quantum
-    # a poll that went out late (the budget was busy) puts the next one back on the grid
+    assert first == pytest.approx(5.0 + GRID)  # just after the first status quantum
+    # a poll that went out late (the budget was busy): the next one waits poll_min, no more
     late = next_poll_at(now=7.0, submitted_at=0.0, last_poll_at=6.0, model=model, poll_min=5.0)
-    assert late == pytest.approx(15.1) and late - 6.0 >= 5.0
+    assert late == 11.0
+    # one that would land right on a quantum boundary waits until just after it
+    edge = next_poll_at(now=7.0, submitted_at=0.0, last_poll_at=5.1, model=model, poll_min=5.0)
+    assert edge == pytest.approx(10.0 + GRID)
     ages = schedule(model, poll_min=5.0, until=100.0)
     assert all(b - a >= 5.0 - 1e-9 for a, b in itertools.pairwise(ages))
 
@@ -53,7 +59,7 @@ def test_with_the_vendor_prior_early_polls_double_then_every_poll_min_in_the_win
     model = RuntimeModel(expected=200.0)
     ages = schedule(model, poll_min=5.0, until=120.0)
     earliest = 200.0 * math.exp(-2.326 * PRIOR_SIGMA)
-    assert ages[:5] == pytest.approx([5.1, 10.1, 20.1, 40.1, 80.1])
+    assert ages[:5] == pytest.approx([5 + GRID, 10 + GRID, 20 + GRID, 40 + GRID, 80 + GRID])
     assert earliest <= ages[5] < earliest + 5.0  # the window opens, on the quantum grid
     assert all(b - a == pytest.approx(5.0) for a, b in itertools.pairwise(ages[5:]))
 
@@ -63,7 +69,7 @@ def test_a_learned_distribution_moves_the_window() -> None:
     assert model.earliest() == pytest.approx(135.0)
     ages = schedule(model, poll_min=5.0, until=147.0)
     # trusted experience: two early looks (a quarter and half the earliest finish), then the window
-    assert ages == pytest.approx([35.1, 70.1, 135.1, 140.1, 145.1])
+    assert ages == pytest.approx([33.75, 67.5, 135 + GRID, 140 + GRID, 145 + GRID])
 
 
 @pytest.mark.parametrize(("prior", "actual"), [(200.0, 2.0), (2.0, 200.0)])
@@ -111,3 +117,25 @@ def test_finished_age_is_between_the_last_miss_and_the_hit(
     submitted: float, last_miss: float | None, seen: float, age: float
 ) -> None:
     assert finished_age(submitted, last_miss, seen) == age
+
+
+@pytest.mark.parametrize(("spare", "gap"), [(1.0, 5.0), (0.6, 5.0), (0.4, 10.0), (0.0, 10.0)])
+def test_in_the_window_a_busy_budget_halves_the_poll_pace(spare: float, gap: float) -> None:
+    model = learned(200.0, [150.0, 170.0, 180.0, 200.0, 240.0])
+    last = 160.0 + GRID
+    at = next_poll_at(
+        now=last, submitted_at=0.0, last_poll_at=last, model=model, poll_min=5.0, spare=spare
+    )
+    assert at == pytest.approx(last + gap)
+
+
+def test_request_window_reports_its_spare_share() -> None:
+    from runner.budget import RequestWindow
+
+    window = RequestWindow(10, 60.0)
+    assert window.spare(0.0) == 1.0
+    for _ in range(6):
+        window.begin(0.0)
+        window.end(0.0)
+    assert window.spare(1.0) == pytest.approx(0.4)
+    assert window.spare(61.0) == 1.0  # they left the window
