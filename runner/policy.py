@@ -35,7 +35,7 @@ EARLIEST_MARGIN = 0.9
 #: from our create time, which is later than the server's, so they are never early).
 GRID_OFFSET = 0.1
 #: Share of the request window that must be free for polls in the window every quantum.
-SPARE_FOR_FULL_PACE = 0.5
+SPARE_FOR_FULL_PACE = 0.2
 #: Only the most recent run times are kept: the model adapts to drift and stays cheap.
 MEMORY = 256
 _Z01 = 2.326  # the standard normal's 99 % quantile

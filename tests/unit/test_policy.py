@@ -119,7 +119,7 @@ def test_finished_age_is_between_the_last_miss_and_the_hit(
     assert finished_age(submitted, last_miss, seen) == age
 
 
-@pytest.mark.parametrize(("spare", "gap"), [(1.0, 5.0), (0.6, 5.0), (0.4, 10.0), (0.0, 10.0)])
+@pytest.mark.parametrize(("spare", "gap"), [(1.0, 5.0), (0.3, 5.0), (0.1, 10.0), (0.0, 10.0)])
 def test_in_the_window_a_busy_budget_halves_the_poll_pace(spare: float, gap: float) -> None:
     model = learned(200.0, [150.0, 170.0, 180.0, 200.0, 240.0])
     last = 160.0 + GRID
