@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from runner.errors import LockedError
@@ -275,3 +276,26 @@ async def test_a_prediction_past_its_deadline_is_cancelled_and_failed(
         ("failed", "timeout"),
     ]
     assert {c.status for c in sim.stats.completions.values()} == {"cancelled"}
+
+
+@pytest.mark.parametrize(
+    "factor", [100.0, 0.01], ids=["prior-100x-too-long", "prior-100x-too-short"]
+)
+async def test_a_prior_wrong_by_100x_costs_polls_not_a_stall(
+    simulator: Any, tmp_path: Path, factor: float
+) -> None:
+    sim = await simulator(runtime_mean=0.3, runtime_min=0.3, runtime_max=0.3)
+    manifest_path = write_manifest(tmp_path, count=6)
+    limits = replace(FAST, poll_min=0.05, expected_runtime=0.3 * factor)
+    started = anyio.current_time()
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
+        load(manifest_path),
+        resume_command="x",
+    )
+    elapsed = anyio.current_time() - started
+    assert result.exit_code == 0, result.text
+    # a stall would wait for the prior (30 s): the batch takes a few run times at most
+    assert elapsed < 10 * 0.3 + 5.0
+    polls = sum(1 for _, name in sim.stats.api_requests if name == "get")
+    assert polls / 6 < 20  # a few extra polls each, not a poll every poll_min for 30 s
