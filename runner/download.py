@@ -41,6 +41,20 @@ def looks_like_mp4(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == b"ftyp"
 
 
+def video_path(output_dir: Path, item_id: str) -> Path:
+    """Where an item's video goes: ``OUTPUT/<id>.mp4``, never anywhere else.
+
+    The manifest already refuses unsafe ids; this is the last guard before a write. Raises
+    ValueError for an id that is empty, hidden, or would name a path outside ``output_dir``.
+    """
+    if not item_id or item_id.startswith(".") or "/" in item_id or "\\" in item_id:
+        raise ValueError(f"unsafe item id {item_id!r}")
+    path = output_dir / f"{item_id}.mp4"
+    if path.resolve().parent != output_dir.resolve():
+        raise ValueError(f"item id {item_id!r} leaves the output directory")
+    return path
+
+
 def partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 

@@ -24,7 +24,7 @@ from runner import policy
 from runner.budget import RequestBudget
 from runner.client import EachlabsClient
 from runner.config import RunConfig
-from runner.download import GONE, fetch_video, verify
+from runner.download import GONE, fetch_video, verify, video_path
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
@@ -545,7 +545,7 @@ class BatchRunner:
 
     async def _download(self, job: Job) -> None:
         item = job.item
-        dest = self.config.output_dir / f"{item.id}.mp4"
+        dest = video_path(self.config.output_dir, item.id)
         async with self._downloads:
             for fresh_url_tries in range(2):
                 url = job.state.output_url
