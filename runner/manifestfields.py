@@ -1,0 +1,370 @@
+"""The manifest's fields read and checked: the top level and each item, before ids and keys.
+
+``read_top`` reads the batch name, the default model, ``price_usd``, ``defaults`` and the list
+of items; ``read_item`` reads one item's id, image, prompt, model, ``prompt_optimizer`` and
+``input`` over the top level's defaults. Every problem goes to the ``Reader`` at its place; a
+field in error gets a placeholder, so that reading goes on and reports the rest. The image
+field is read by ``runner.imagesource``; ids, keys and the ``Item`` they make are
+``runner.manifest``'s.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from runner import cost, models
+from runner.imagesource import read_image
+from runner.yamlnodes import Place, Reader, Scope, kind_of, quote
+
+#: Ids and batch names become file and directory names: no separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_NAME = 100
+
+TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
+DEFAULTS_KEYS = ("prompt_optimizer", "input")
+ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input")
+
+#: Input keys the manifest sets from its own fields; ``input`` may not repeat them.
+RESERVED_INPUT = frozenset(
+    {"prompt", "prompt_optimizer"} | {m.image_field for m in models.MODELS.values()}
+)
+
+_HINTS: dict[str, str] = {
+    "first_frame_image": 'the image goes in "image"',
+    "image_url": 'the image goes in "image"',
+    "price_usd": 'set prices at the top level: "price_usd: {model: price}"',
+}
+_TOP_HINTS = {
+    "prompt_optimizer": 'put it under "defaults" or on each item',
+    "input": 'put it under "defaults" or on each item',
+    "price": 'the price per run is "price_usd"',
+}
+_DEFAULTS_HINTS = {"model": 'set the default model with the top-level "model"'}
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAX_DEPTH = 32
+
+
+# --- the top level -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Top:
+    """The top level as read: the batch, the defaults every item starts from, the item nodes."""
+
+    batch: str
+    model: str
+    prompt_optimizer: bool | None
+    input: dict[str, Any]
+    base_dir: Path
+    items: list[Node]
+    prices: cost.PriceOverride = None
+    price_nodes: Mapping[str, Node] = field(default_factory=dict)  # model slug → its key node
+    places: Mapping[str, Place] = field(default_factory=dict)  # "model", "prompt_optimizer", ...
+
+
+def read_top(reader: Reader, root: Node, path: Path) -> Top:
+    """The batch, defaults and item nodes of the manifest's top-level mapping."""
+    batch = slugify(path.stem) or "batch"
+    base_dir = path.absolute().parent
+    mapping = reader.mapping(root, "the manifest")
+    if mapping is None:
+        return Top(batch, models.DEFAULT_MODEL, None, {}, base_dir, [])
+    found = reader.entries(mapping, Scope(), TOP_KEYS, _TOP_HINTS)
+    if "batch" in found:
+        batch = _safe_name(reader, found["batch"][1], Scope().at("batch")) or batch
+    prices: cost.PriceOverride = None
+    price_nodes: dict[str, Node] = {}
+    if "price_usd" in found:
+        prices, price_nodes = _read_prices(reader, found["price_usd"][1])
+    places: dict[str, Place] = {}
+    model = _read_model(reader, found, Scope(), prices) or models.DEFAULT_MODEL
+    if "model" in found:
+        places["model"] = Place(reader.position(found["model"][1]), "model")
+    optimizer: bool | None = None
+    extra: dict[str, Any] = {}
+    if "defaults" in found:
+        optimizer, extra = _read_defaults(reader, found["defaults"][1], places)
+    items = _read_item_list(reader, mapping, found.get("items"))
+    return Top(batch, model, optimizer, extra, base_dir, items, prices, price_nodes, places)
+
+
+def _read_defaults(
+    reader: Reader, node: Node, places: dict[str, Place]
+) -> tuple[bool | None, dict[str, Any]]:
+    """``defaults.prompt_optimizer`` and ``defaults.input``; their places go into ``places``."""
+    scope = Scope(prefix="defaults.")
+    mapping = reader.mapping(node, Scope().at("defaults"))
+    if mapping is None:
+        return None, {}
+    found = reader.entries(mapping, scope, DEFAULTS_KEYS, _DEFAULTS_HINTS)
+    optimizer = None
+    if "prompt_optimizer" in found:
+        value_node = found["prompt_optimizer"][1]
+        optimizer = reader.boolean(value_node, scope.at("prompt_optimizer"))
+        places["prompt_optimizer"] = Place(reader.position(value_node), "defaults.prompt_optimizer")
+    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
+    return optimizer, extra
+
+
+def _read_prices(reader: Reader, node: Node) -> tuple[cost.PriceOverride, dict[str, Node]]:
+    """``price_usd``: one price for every model, or a mapping of model slug to price."""
+    context = Scope().at("price_usd")
+    if isinstance(node, MappingNode):
+        scope = Scope(prefix="price_usd.")
+        prices: dict[str, float] = {}
+        nodes: dict[str, Node] = {}
+        for slug, (knode, vnode) in reader.entries(node, scope, None, {}).items():
+            price = _price(reader, vnode, scope.at(slug))
+            if price is not None:
+                prices[slug], nodes[slug] = price, knode
+        return prices, nodes
+    if isinstance(node, ScalarNode):
+        return _price(reader, node, context), {}
+    reader.error(
+        node, context, "must be a price in USD, or a mapping of model slug to price, not a list"
+    )
+    return None, {}
+
+
+def _price(reader: Reader, node: Node, context: str) -> float | None:
+    """A price in USD: a finite number of at least 0; None after reporting why not."""
+    ok, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
+    if not ok:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+        reader.error(node, context, f"must be a price of at least 0 USD, not {value}")
+        return None
+    reader.error(node, context, f"must be a price in USD (a number), not {kind_of(node, value)}")
+    return None
+
+
+def _read_item_list(
+    reader: Reader, root: MappingNode, entry: tuple[Node, Node] | None
+) -> list[Node]:
+    """The item nodes; reports a missing, non-list or empty ``items``."""
+    context = Scope().at("items")
+    if entry is None:
+        reader.error(root, context, "is required: a list of items, each with an image and a prompt")
+        return []
+    node = entry[1]
+    if not isinstance(node, SequenceNode):
+        _, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
+        reader.error(node, context, f"must be a list of items, not {kind_of(node, value)}")
+        return []
+    if not node.value:
+        reader.error(node, context, "must list at least one item")
+    return list(node.value)
+
+
+def _read_model(
+    reader: Reader,
+    found: Mapping[str, tuple[Node, Node]],
+    scope: Scope,
+    prices: cost.PriceOverride,
+) -> str | None:
+    """The ``model`` slug if given and a string; warns about a slug this runner does not know
+    (and, unless ``price_usd`` names it, that its price is a guess)."""
+    if "model" not in found:
+        return None
+    node = found["model"][1]
+    slug = reader.string(node, scope.at("model"))
+    if slug is not None and slug not in models.MODELS:
+        close = difflib.get_close_matches(slug, list(models.MODELS), n=1)
+        hint = f"did you mean {quote(close[0])}? " if close else ""
+        message = f"unknown model {quote(slug)}; {hint}the server decides"
+        if not cost.price_of(slug, prices)[1]:
+            message += (
+                f"; its price is estimated at {cost.usd(cost.DEFAULT_PRICE_USD)} a run"
+                " (set price_usd to change that)"
+            )
+        reader.warn(node, scope.at("model"), message)
+    return slug
+
+
+# --- items -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fields:
+    """One item's checked fields, before ids and keys. After an error, placeholders stand in."""
+
+    index: int
+    node: Node
+    explicit_id: str | None
+    id_node: Node | None
+    model: str
+    prompt: str
+    image: str
+    image_path: Path | None
+    image_url: str | None
+    image_sha256: str | None
+    input: dict[str, Any]
+    places: dict[str, Place] = field(default_factory=dict)
+
+    @property
+    def line(self) -> int:
+        return int(self.node.start_mark.line) + 1
+
+
+def item_nodes(reader: Reader, top: Top) -> list[tuple[int, MappingNode]]:
+    """(index, node) of the entries of ``items`` that are mappings; reports the others."""
+    nodes = []
+    for index, node in enumerate(top.items):
+        if isinstance(node, MappingNode):
+            nodes.append((index, node))
+            continue
+        context = item_label(index)
+        _, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
+        what = kind_of(node, value)
+        reader.error(node, context, f"must be a mapping with an image and a prompt, not {what}")
+    return nodes
+
+
+def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields:
+    """Check one item's fields against the top level's defaults."""
+    scope = Scope(item_label(index, _peek_id(node)))
+    found = reader.entries(node, scope, ITEM_KEYS, _HINTS)
+    places = {**top.places, "item": Place(reader.position(node), None)}
+    for name in ("id", "image", "prompt", "model", "prompt_optimizer"):
+        if name in found:
+            places[name] = Place(reader.position(found[name][1]), name)
+    explicit_id, id_node = None, None
+    if "id" in found:
+        id_node = found["id"][1]
+        explicit_id = _safe_name(reader, id_node, scope.at("id"))
+    model = _read_model(reader, found, scope, top.prices) or top.model
+    prompt = _required_string(reader, node, found, scope, "prompt").strip()
+    image = _required_string(reader, node, found, scope, "image")
+    image_node = found["image"][1] if "image" in found else None
+    path, url, sha = read_image(reader, image_node, scope, image, top.base_dir)
+    optimizer = top.prompt_optimizer
+    if "prompt_optimizer" in found:
+        optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
+    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
+    model_input: dict[str, Any] = {"prompt": prompt}
+    if optimizer is not None:
+        model_input["prompt_optimizer"] = optimizer
+    model_input.update({**top.input, **extra})
+    return Fields(
+        index,
+        node,
+        explicit_id,
+        id_node,
+        model,
+        prompt,
+        image,
+        path,
+        url,
+        sha,
+        model_input,
+        places,
+    )
+
+
+def _required_string(
+    reader: Reader,
+    node: MappingNode,
+    found: Mapping[str, tuple[Node, Node]],
+    scope: Scope,
+    name: str,
+) -> str:
+    """A required non-empty string field; "" after reporting it missing or wrong."""
+    if name not in found:
+        reader.error(node, scope.at(name), "is required")
+        return ""
+    return reader.string(found[name][1], scope.at(name)) or ""
+
+
+def _read_input(
+    reader: Reader, node: Node, scope: Scope, places: dict[str, Place]
+) -> dict[str, Any]:
+    """An ``input`` mapping of extra model inputs: JSON values, none of the reserved keys.
+
+    The place of each value goes into ``places`` as ``input.<key>``.
+    """
+    mapping = reader.mapping(node, scope.at("input"))
+    if mapping is None:
+        return {}
+    inner = scope.nested("input")
+    out: dict[str, Any] = {}
+    for key, (knode, vnode) in reader.entries(mapping, inner, None, {}).items():
+        if key in RESERVED_INPUT:
+            source = "image" if key not in ("prompt", "prompt_optimizer") else key
+            message = f'comes from the item\'s "{source}" field; remove it from "input"'
+            reader.error(knode, inner.at(key), message)
+            continue
+        ok, value = reader.value(vnode, inner.at(key))
+        problem = _json_problem(value) if ok else None
+        if problem:
+            reader.error(vnode, inner.at(key), problem)
+        elif ok:
+            out[key] = value
+            places[f"input.{key}"] = Place(reader.position(vnode), inner.prefix + key)
+    return out
+
+
+def _json_problem(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot travel in a JSON request body, or None if it can."""
+    if depth > _MAX_DEPTH:
+        return "is nested too deeply (or refers to itself)"
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, list):
+        return next((p for v in value if (p := _json_problem(v, depth + 1))), None)
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return "mapping keys must be strings"
+        return next((p for v in value.values() if (p := _json_problem(v, depth + 1))), None)
+    return f"holds a {type(value).__name__}, which JSON cannot carry; quote it"
+
+
+# --- small helpers -----------------------------------------------------------------------
+
+
+def _safe_name(reader: Reader, node: Node, context: str) -> str | None:
+    """A string usable as a file name (an id or batch name), or None after reporting."""
+    name = reader.string(node, context)
+    if name is None:
+        return None
+    if SAFE_NAME.fullmatch(name):
+        return name
+    reader.error(
+        node,
+        context,
+        f"{quote(name)} is not safe as a file name: use 1-{MAX_NAME} letters, digits, '.', '_'"
+        " or '-', starting with a letter or digit",
+    )
+    return None
+
+
+def slugify(text: str) -> str:
+    """``text`` made into a safe name (ASCII, runs of other characters as '-'), or ""."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).lstrip("._-")[:MAX_NAME].rstrip("-")
+    return slug if SAFE_NAME.fullmatch(slug) else ""
+
+
+def _peek_id(node: MappingNode) -> str | None:
+    """The item's ``id`` as written, if it is a plain string, to name the item in problems."""
+    for knode, vnode in node.value:
+        if isinstance(knode, ScalarNode) and knode.value == "id" and vnode.tag == _STR_TAG:
+            return str(vnode.value)
+    return None
+
+
+def item_label(index: int, item_id: str | None = None) -> str:
+    """How problems name an item: ``item 3 (id "deer")``, counting from 1."""
+    return f"item {index + 1}" + (f" (id {quote(item_id)})" if item_id else "")
