@@ -36,19 +36,23 @@ def output_lock(output_dir: Path) -> Iterator[None]:
 
     flock is released by the kernel when its process dies, so a crash never leaves a stale lock.
     """
-    path = output_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"another runner is already working in {output_dir}; "
-                "wait for it to finish or stop it first"
-            ) from None
+        _lock(fd, output_dir)
         yield
     finally:
         os.close(fd)
+
+
+def _lock(fd: int, output_dir: Path) -> None:
+    """Take the exclusive flock on ``fd`` without waiting; LockedError if another runner has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(
+            f"another runner is already working in {output_dir}; "
+            "wait for it to finish or stop it first"
+        ) from None
 
 
 def refuse_if_locked(output_dir: Path) -> None:
@@ -58,12 +62,7 @@ def refuse_if_locked(output_dir: Path) -> None:
     except FileNotFoundError:
         return  # no runner has ever worked there
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise LockedError(
-            f"another runner is already working in {output_dir}; "
-            "wait for it to finish or stop it first"
-        ) from None
+        _lock(fd, output_dir)
     finally:
         os.close(fd)  # closing releases a lock this probe took
 
