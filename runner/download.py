@@ -1,4 +1,4 @@
-"""Streamed, verified, atomic downloads of output videos.
+"""Transfers from hosts that are not the API: output videos, and the heads of image URLs.
 
 A video is streamed to ``<name>.part`` beside its final name, checked (length when the server
 gave one, the MP4 ``ftyp`` signature), hashed, fsynced, then renamed into place: a file with
@@ -165,3 +165,56 @@ async def fetch_video(
         with attempt:
             return await _fetch_once(session, url, dest, client_timeout)
     raise AssertionError("unreachable: stamina re-raises the last error")
+
+
+# -- the head of an image URL, for --check-urls --------------------------------------------
+#
+# Only the first bytes are fetched (a Range request; a server that ignores Range is read no
+# further than that either), never with the API key: these are image hosts, not the API, and
+# the requests do not count against the API's budget. Errors become a message; nothing raises.
+
+_CONTENT_RANGE = re.compile(r"bytes\s+\d+-\d+/(\d+)")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first bytes of a URL and the size of the whole (None: not told), or the error."""
+
+    data: bytes = b""
+    size: int | None = None
+    error: str | None = None
+
+
+async def fetch_head(
+    session: aiohttp.ClientSession, url: str, *, limit: int, seconds: float
+) -> Head:
+    """Up to ``limit`` first bytes of ``url``; ``Head.error`` says why they could not be had."""
+    headers = {"Range": f"bytes=0-{limit - 1}", "Accept": "image/*"}
+    try:
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
+        ) as response:
+            if response.status >= 400:
+                reason = f" ({response.reason})" if response.reason else ""
+                return Head(error=f"the URL answered HTTP {response.status}{reason}")
+            size = _total_size(response)
+            chunks: list[bytes] = []
+            got = 0
+            while got < limit:
+                chunk = await response.content.read(limit - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            return Head(b"".join(chunks), size)
+    except TimeoutError:
+        return Head(error=f"the URL did not answer within {seconds:g} s")
+    except aiohttp.ClientError as exc:
+        return Head(error=f"cannot fetch the URL: {type(exc).__name__}: {exc}")
+
+
+def _total_size(response: aiohttp.ClientResponse) -> int | None:
+    if response.status == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        return int(match.group(1)) if match else None
+    return response.content_length

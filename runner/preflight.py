@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from runner import cost, images, ledger, models, probe, prompts, run, schema
+from runner import cost, download, images, ledger, models, prompts, run, schema
 from runner.client import EachlabsClient
 from runner.config import CheckConfig
 from runner.errors import LedgerError, Problem
@@ -167,12 +167,12 @@ async def _check_url_images(
 ) -> list[Problem]:
     """``--check-urls``: the head of each http(s) image URL, checked like a local file."""
     urls = sorted({item.image_url for item in items if item.image_url and _fetchable(item)})
-    heads: dict[str, probe.Head] = {}
+    heads: dict[str, download.Head] = {}
     limiter = anyio.CapacityLimiter(checks.url_concurrency)
 
     async def fetch(url: str) -> None:
         async with limiter:
-            heads[url] = await probe.fetch_head(
+            heads[url] = await download.fetch_head(
                 session, url, limit=checks.url_head_bytes, seconds=checks.url_timeout
             )
 
