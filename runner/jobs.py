@@ -43,22 +43,24 @@ class IllegalTransition(ValueError):
     """A job was asked to move to a state it cannot reach from where it is."""
 
 
+_S = JobState
 _LEGAL: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.SUBMITTING, JobState.FAILED}),
-    JobState.SUBMITTING: frozenset({JobState.SUBMITTED, JobState.PENDING, JobState.FAILED}),
-    JobState.SUBMITTED: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.PENDING}),
-    JobState.SUCCEEDED: frozenset({JobState.DOWNLOADED, JobState.FAILED, JobState.SUBMITTED}),
-    JobState.DOWNLOADED: frozenset({JobState.SUCCEEDED}),
-    JobState.FAILED: frozenset({JobState.PENDING, JobState.SUBMITTING}),
+    _S.PENDING: frozenset({_S.SUBMITTING, _S.FAILED}),
+    _S.SUBMITTING: frozenset({_S.SUBMITTED, _S.PENDING, _S.FAILED}),
+    _S.SUBMITTED: frozenset({_S.SUCCEEDED, _S.FAILED}),
+    _S.SUCCEEDED: frozenset({_S.DOWNLOADED, _S.FAILED, _S.SUCCEEDED}),
+    _S.DOWNLOADED: frozenset({_S.DOWNLOADED, _S.SUCCEEDED, _S.FAILED}),
+    _S.FAILED: frozenset({_S.SUBMITTING, _S.FAILED, _S.SUCCEEDED, _S.DOWNLOADED}),
 }
 
 
 def transition(current: JobState, new: JobState) -> JobState:
     """Return ``new`` if a job may move there from ``current``; raise IllegalTransition if not.
 
-    Backward moves are the recovery paths: SUBMITTED→PENDING (resubmit after a retryable error),
-    SUCCEEDED→SUBMITTED (re-poll for a fresh URL), DOWNLOADED→SUCCEEDED (file lost, fetch again),
-    FAILED→PENDING (``--retry-failed``).
+    Besides the forward path, the legal moves are the recovery paths: SUBMITTING→PENDING (the
+    create provably made nothing), SUCCEEDED→SUCCEEDED and DOWNLOADED/FAILED→SUCCEEDED (a fresh
+    URL after the old one expired), DOWNLOADED/FAILED→DOWNLOADED (a lost, corrupt or failed
+    download fetched again), FAILED→SUBMITTING (a retryable error, or ``--retry-failed``).
     """
     if new not in _LEGAL[current]:
         raise IllegalTransition(f"a job cannot go from {current.value} to {new.value}")

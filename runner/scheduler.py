@@ -36,7 +36,7 @@ from runner.errors import (
     TransportError,
 )
 from runner.images import sniff_content_type
-from runner.jobs import JobState
+from runner.jobs import JobState, transition
 from runner.ledger import EVENT_UPLOADED, KeyState, LedgerWriter, apply
 from runner.manifest import Item
 from runner.plan import DOWNLOAD_FAILED, Action, Plan
@@ -60,7 +60,6 @@ class Job:
     state: KeyState
     submitted_at: float | None = None  # monotonic
     last_poll_at: float | None = None
-    polls: int = 0
     attempts_this_run: int = 0
 
 
@@ -72,7 +71,6 @@ class Outcome:
     account_error: str | None = None
     budget_reached: bool = False
     interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
 
 
 class Slots:
@@ -293,6 +291,8 @@ class BatchRunner:
         )
 
     async def _record(self, job: Job, event: JobState, **fields: object) -> None:
+        """Append one event for ``job`` and apply it; IllegalTransition if the move is a bug."""
+        transition(job.state.state, event)
         record = await self.ledger.append(job.item.id, job.item.key, event.value, **fields)
         job.state = apply(job.state, record)
         if job.state.prediction_id:
@@ -511,7 +511,6 @@ class BatchRunner:
                 continue
             finally:
                 job.last_poll_at = anyio.current_time()
-                job.polls += 1
             not_found = errors = 0
             seen = job.last_poll_at  # the answer's arrival: when we know
             if prediction.sent_at is not None:

@@ -33,10 +33,14 @@ def test_item_key_is_stable_and_order_independent() -> None:
         (JobState.SUBMITTING, JobState.SUBMITTED, True),
         (JobState.SUBMITTED, JobState.SUCCEEDED, True),
         (JobState.SUCCEEDED, JobState.DOWNLOADED, True),
-        (JobState.FAILED, JobState.PENDING, True),
+        (JobState.FAILED, JobState.SUBMITTING, True),
+        (JobState.SUCCEEDED, JobState.SUCCEEDED, True),
+        (JobState.FAILED, JobState.DOWNLOADED, True),
         (JobState.PENDING, JobState.DOWNLOADED, False),
         (JobState.DOWNLOADED, JobState.SUBMITTING, False),
         (JobState.PENDING, JobState.SUBMITTED, False),
+        (JobState.SUBMITTED, JobState.PENDING, False),
+        (JobState.SUBMITTED, JobState.SUBMITTING, False),
     ],
 )
 def test_transitions(current: JobState, new: JobState, legal: bool) -> None:
