@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from runner.errors import StopRequested
+
 #: Creating fills an idle in-flight slot: worth more than anything else.
 PRIORITY_CREATE = -2.0e9
 #: Presign, cancel, executions and model lookups: they unblock a slot or a decision.
@@ -138,6 +140,10 @@ class RequestBudget:
         self._wake.set()
         self._wake = anyio.Event()
 
+    def notify(self) -> None:
+        """Wake every waiter to look again (e.g. after a stop was asked for: see ``abandon``)."""
+        self._notify()
+
     def spare(self) -> float:
         """The share of the window's requests still free now (0 to 1)."""
         return self.window.spare(self._clock())
@@ -168,12 +174,21 @@ class RequestBudget:
         return at
 
     @asynccontextmanager
-    async def slot(self, priority: Priority = PRIORITY_POLL) -> AsyncIterator[Slot]:
-        """Wait until this request may be sent under the window and ahead of lesser priorities."""
+    async def slot(
+        self, priority: Priority = PRIORITY_POLL, *, abandon: anyio.Event | None = None
+    ) -> AsyncIterator[Slot]:
+        """Wait until this request may be sent under the window and ahead of lesser priorities.
+
+        If ``abandon`` is set while waiting (and ``notify`` is called), the wait ends with
+        StopRequested and no place is taken: a create waiting here when a stop is asked for is
+        never sent.
+        """
         waiter = _Waiter(priority, next(self._seq))
         self._waiters.append(waiter)
         try:
             while not waiter.granted.is_set():
+                if abandon is not None and abandon.is_set():
+                    raise StopRequested("the run is stopping: the request was not sent")
                 wake = self._wake
                 at = self._grant()
                 if waiter.granted.is_set():

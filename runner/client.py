@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import anyio
 
 from runner import protocol
 from runner.budget import (
@@ -32,6 +33,7 @@ from runner.errors import (
     ApiStatusError,
     CapacityError,
     NotFoundError,
+    StopRequested,
     TransportError,
 )
 
@@ -87,12 +89,24 @@ class EachlabsClient:
         priority: Priority,
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        abandon: anyio.Event | None = None,
     ) -> Answer:
+        """Send one request within the budget and return its answer.
+
+        ``before_send`` runs once the budget has granted the request and just before it is
+        sent (the create's write-ahead record). ``abandon`` set while waiting for the budget
+        ends the wait with StopRequested: nothing was sent and ``before_send`` did not run.
+        """
         request_id = str(uuid.uuid4())
         headers = {"X-Request-Id": request_id, "Accept": "application/json"}
         if self._key:  # model lookups need no key: a preflight may run without one
             headers["X-API-Key"] = self._key
-        async with self._budget.slot(priority) as slot:
+        async with self._budget.slot(priority, abandon=abandon) as slot:
+            if abandon is not None and abandon.is_set():
+                raise StopRequested("the run is stopping: the request was not sent")
+            if before_send is not None:
+                await before_send()
             try:
                 async with self._session.request(
                     method,
@@ -148,17 +162,36 @@ class EachlabsClient:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    async def create(self, model: str, input: Mapping[str, Any]) -> str:
+    async def create(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        abandon: anyio.Event | None = None,
+    ) -> str:
         """Create a prediction and return its id.
 
-        Raises CapacityError (429: nothing created), AccountError (401/402), ApiStatusError (4xx:
-        nothing created), TransportError with ``sent=False`` (never reached the server), and
+        ``before_send`` runs after the request budget granted the create and right before it
+        is sent: the caller's write-ahead record. ``abandon``, set while the create waits for
+        the budget, ends it with StopRequested before anything is written or sent.
+
+        Raises StopRequested, CapacityError (429: nothing created), AccountError (401/402),
+        ApiStatusError (4xx: nothing created), TransportError with ``sent=False`` (never
+        reached the server), and
         AmbiguousCreateError when the request went out but no clear answer came back (timeout,
         reset, 5xx, an answer without an id): a prediction may exist and must be reconciled.
         """
         body = {"model": model, "version": CREATE_VERSION, "input": dict(input)}
         try:
-            answer = await self._call("POST", "/v1/prediction", priority=PRIORITY_CREATE, body=body)
+            answer = await self._call(
+                "POST",
+                "/v1/prediction",
+                priority=PRIORITY_CREATE,
+                body=body,
+                before_send=before_send,
+                abandon=abandon,
+            )
         except TransportError as exc:
             if not exc.sent:
                 raise

@@ -26,8 +26,28 @@ DEFAULT_ITEM_TIMEOUT = 30 * 60.0
 DEFAULT_MAX_ATTEMPTS = 2
 #: Per-request timeout for API calls; a create that times out is ambiguous, never resent blindly.
 DEFAULT_REQUEST_TIMEOUT = 60.0
-#: Output URLs are promised for ~24 h; downloads get a longer timeout than API calls.
+#: Output URLs are promised for ~24 h. One video's whole transfer, every retry included, must
+#: finish within this long; a CDN that sends nothing for DEFAULT_TRANSFER_STALL is given up on.
 DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+DEFAULT_TRANSFER_STALL = 60.0
+#: The largest output video accepted. A Hailuo MP4 (6-10 s, up to 1080p) is a few MB to a few
+#: tens of MB; anything near this is not a video of ours.
+DEFAULT_MAX_VIDEO_MB = 512.0
+#: A Retry-After longer than this is cut to it (and logged); a server that keeps asking for
+#: longer stops the batch (exit 6) instead of stalling it for hours.
+DEFAULT_MAX_RETRY_AFTER = 600.0
+#: A new prediction may take seconds to appear in GET /v1/executions. A lost create is called
+#: absent only once lookups have shown nothing for at least this long after it was sent.
+DEFAULT_RECONCILE_SETTLE = 120.0
+#: A prediction we created that answers 404 is polled with growing back-off for this long
+#: before it is called lost (and looked up in executions).
+DEFAULT_LOST_AFTER = 600.0
+#: The API unreachable (no connection) for this long mid-run stops the run, items pending; a run
+#: that has not reached the API once gives up after DEFAULT_UNREACHABLE_AT_START.
+DEFAULT_UNREACHABLE_AFTER = 300.0
+DEFAULT_UNREACHABLE_AT_START = 20.0
+#: Consecutive create answers that make no sense (no id, HTML, 5xx) before the batch stops.
+DEFAULT_BROKEN_AFTER = 3
 #: The contract's image size limit (the playground takes 50 MB; the API documents 20 MB).
 DEFAULT_MAX_IMAGE_MB = 20.0
 #: ``--check-urls``: how many first bytes of each URL image to fetch, and how long to wait for
@@ -56,6 +76,14 @@ class Limits:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+    transfer_stall: float = DEFAULT_TRANSFER_STALL
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024)
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    reconcile_settle: float = DEFAULT_RECONCILE_SETTLE
+    lost_after: float = DEFAULT_LOST_AFTER
+    unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
+    unreachable_at_start: float = DEFAULT_UNREACHABLE_AT_START
+    broken_after: int = DEFAULT_BROKEN_AFTER
 
 
 @dataclass(frozen=True)
@@ -112,11 +140,19 @@ def parse_usd(text: str, option: str) -> float:
     return value
 
 
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown: any ``user:password@`` is replaced by ``***@``.
+
+    Every message, log line, ledger record and summary that names the API base uses this form.
+    """
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1***@", url)
+
+
 def resolve_api_base(flag: str | None, env: Mapping[str, str]) -> str:
     """``--api-base``, else ``EACHLABS_API_BASE``, else the real API; without a trailing slash."""
     base = flag or env.get(ENV_API_BASE) or DEFAULT_API_BASE
     if not re.match(r"^https?://[^/\s]+", base):
-        raise ConfigError(f"the API base must be an http(s) URL, not {base!r}")
+        raise ConfigError(f"the API base must be an http(s) URL, not {redact_url(base)!r}")
     return base.rstrip("/")
 
 

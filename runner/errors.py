@@ -5,19 +5,26 @@
     RunnerError
     ├── ConfigError            bad arguments, environment or configuration (exit 2)
     ├── ManifestError          the manifest cannot be used; carries every problem found (exit 2)
-    ├── LedgerError            the ledger cannot be read or written
-    ├── LockedError            another runner holds the output directory
+    ├── StorageError           the output directory or a file in it cannot be written (exit 5)
+    │   └── LedgerError        the ledger cannot be read or appended to
+    ├── LockedError            another runner holds the output directory (exit 4)
+    ├── StopRequested          a request was not sent because the run is stopping
+    ├── TransferError          a transfer with a host that is not the API failed (not an API error)
+    │   └── DownloadError      an output video could not be fetched or failed verification
     └── ApiError               anything the Eachlabs API (or the way to it) did wrong
         ├── TransportError     no usable HTTP answer: refused, reset, timed out
         │   └── AmbiguousCreateError  a create whose outcome is unknown (it may have created one)
-        ├── DownloadError      an output file could not be fetched or failed verification
+        ├── ApiUnavailableError  unreachable for too long, or asks to wait too long (exit 6)
+        ├── ApiProtocolError   an answer that breaks the contract: no id, not JSON, a redirect
+        │   │                  to another origin, an id that is not a plain id
+        │   └── ApiBrokenError the API keeps answering nonsense: the batch stops (exit 7)
         └── ApiStatusError     the server answered with a non-success status
             ├── AccountError       401 / 402: the account cannot submit (exit 3)
             ├── CapacityError      429: the account's in-flight cap or request rate
             └── NotFoundError      404: unknown prediction or model
 
-aiohttp and timeout errors are translated into these in ``runner.client`` and
-``runner.download`` only; nothing else in the package catches aiohttp's own errors.
+aiohttp errors, timeouts and ``OSError`` of network calls are translated into these in
+``runner.transport`` only; nothing else in the package catches aiohttp's own errors.
 """
 
 from __future__ import annotations
@@ -54,12 +61,34 @@ class ManifestError(RunnerError):
         super().__init__(f"{len(problems)} problem(s) in the manifest:\n{lines}")
 
 
-class LedgerError(RunnerError):
+class StorageError(RunnerError):
+    """The output directory, the ledger, a video or the summary cannot be written or read.
+
+    Messages name the path and the cause (disk full, read-only, a directory in the way).
+    """
+
+
+class LedgerError(StorageError):
     """The ledger cannot be read or appended to."""
+
+
+class TransferError(RunnerError):
+    """A transfer with a host that is not the API (CDN download, presigned upload, URL head).
+
+    ``status`` is the HTTP status when the host answered one, else None.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LockedError(RunnerError):
     """Another runner holds the lock on this output directory."""
+
+
+class StopRequested(RunnerError):
+    """A stop was asked for (a signal, an account error) before this request was sent."""
 
 
 class ApiError(RunnerError):
@@ -79,12 +108,22 @@ class AmbiguousCreateError(TransportError):
     """A create request was sent but its answer was lost: a prediction may exist."""
 
 
-class DownloadError(ApiError):
+class DownloadError(TransferError):
     """An output file could not be downloaded, or failed its checks."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+
+class ApiUnavailableError(ApiError):
+    """The API could not be reached for longer than allowed, or keeps asking (Retry-After) to
+    wait longer than ``--max-retry-after``: the run stops and leaves its items pending."""
+
+
+class ApiProtocolError(ApiError):
+    """An answer that breaks the contract: a create without a usable id, a body that is not
+    JSON where JSON is due, a redirect to another origin, an id that is not a plain id."""
+
+
+class ApiBrokenError(ApiProtocolError):
+    """The API keeps answering nonsense: submitting stops rather than pay per item."""
 
 
 class ApiStatusError(ApiError):
