@@ -125,11 +125,12 @@ def busiest_window(times: list[float], length: float) -> int:
 async def upload_images(base: str) -> list[str]:
     """Put the example images on the simulator once, so every client uses the same URLs."""
     urls = []
-    async with aiohttp.ClientSession(headers={"X-API-Key": KEY}) as session:
+    async with aiohttp.ClientSession() as session:  # the key goes to the API only, not the PUT
         for path in sorted(IMAGES.glob("*.png")):
             async with session.post(
                 f"{base}/v1/upload/presign",
                 json={"content_type": "image/png", "file_type": "image"},
+                headers={"X-API-Key": KEY},
             ) as response:
                 slot = await response.json()
             headers = dict(slot["required_headers"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shlex
 import sys
@@ -24,13 +25,33 @@ import anyio
 from runner import config as cfg
 from runner.budget import RequestBudget
 from runner.client import EachlabsClient
-from runner.errors import ConfigError, LedgerError, LockedError, ManifestError, RunnerError
+from runner.errors import (
+    ApiBrokenError,
+    ApiUnavailableError,
+    ConfigError,
+    LockedError,
+    ManifestError,
+    RunnerError,
+    StorageError,
+)
 from runner.preflight import preflight, render_plan, render_problems, render_verdict
-from runner.report import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK
+from runner.report import (
+    EXIT_API_BROKEN,
+    EXIT_API_UNAVAILABLE,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_STORAGE,
+)
 from runner.run import run_batch
 from runner.simulator import SimConfig, Simulator, serve_forever
 
 log = logging.getLogger("runner")
+
+#: How long the checks before a run wait for an API that cannot be reached before they fall
+#: back to the cached model schemas.
+PREFLIGHT_UNREACHABLE = 3.0
 
 
 def simulate_profile() -> SimConfig:
@@ -46,17 +67,43 @@ def simulate_profile() -> SimConfig:
     )
 
 
+#: The largest value a numeric option takes. Nothing this CLI counts means anything past a
+#: billion (seconds: 31 years; MB: a petabyte); a larger value is a typo, and refusing it keeps
+#: arithmetic on it (MB to bytes, deadlines) finite.
+MAX_OPTION_VALUE = 1e9
+
+
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    """An argparse type: a finite number of ``kind`` above 0 and at most ``MAX_OPTION_VALUE``.
+
+    ``nan``, ``inf`` and numbers too large for a float are refused, with an argparse error.
+    """
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+        if value > MAX_OPTION_VALUE:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_OPTION_VALUE:g}, not {text}")
         return value
 
     return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, not {text}")
+    return value
 
 
 def _usd(option: str) -> Callable[[str], float]:
@@ -69,9 +116,21 @@ def _usd(option: str) -> Callable[[str], float]:
     return parse
 
 
+def _verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``-v``/``-q``, before or after the subcommand (after it, SUPPRESS keeps the value given
+    before it unless repeated)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log every request decision"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="print only the final summary"
+    )
+
+
 def _check_options() -> argparse.ArgumentParser:
     """The options ``run`` and ``validate`` share: where the batch goes and what is checked."""
     parent = argparse.ArgumentParser(add_help=False)
+    _verbosity(parent, default=argparse.SUPPRESS)
     parent.add_argument("manifest", type=Path, help="the YAML manifest")
     parent.add_argument("--output", type=Path, help="output directory (default: output/<batch>/)")
     parent.add_argument(
@@ -138,8 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render videos in bulk through the Eachlabs prediction API (MiniMax Hailuo "
         "image-to-video), resumably, within the account's limits.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request decision")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    _verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = _check_options()
 
@@ -191,6 +249,38 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     run.add_argument(
+        "--max-video-mb",
+        type=_positive(float),
+        default=cfg.DEFAULT_MAX_VIDEO_MB,
+        help="the largest output video accepted, in MB; a bigger download is refused "
+        "(default: %(default)g)",
+    )
+    run.add_argument(
+        "--max-retry-after",
+        type=_positive(float),
+        default=cfg.DEFAULT_MAX_RETRY_AFTER,
+        metavar="S",
+        help="the longest pause a server's Retry-After may impose, seconds; a server that keeps "
+        "asking for more stops the run (exit 6) (default: %(default)g)",
+    )
+    run.add_argument(
+        "--reconcile-wait",
+        type=_positive(float),
+        default=cfg.DEFAULT_RECONCILE_SETTLE,
+        metavar="S",
+        help="how long after a create whose answer was lost its prediction may take to appear "
+        "in the executions list; it counts as absent only after that (default: %(default)g)",
+    )
+    run.add_argument(
+        "--unreachable-wait",
+        type=_positive(float),
+        default=cfg.DEFAULT_UNREACHABLE_AFTER,
+        metavar="S",
+        help="how long an API that cannot be reached is waited for before the run stops with "
+        f"its items pending (exit 6); at most {cfg.DEFAULT_UNREACHABLE_AT_START:g} s if it "
+        "was never reached (default: %(default)g)",
+    )
+    run.add_argument(
         "--resubmit-ambiguous",
         action="store_true",
         help="submit again items whose lost create cannot be found or ruled out on the server "
@@ -228,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time compression: 100 makes a 200 s prediction take 2 s (default: %(default)s)",
     )
     sim.add_argument(
-        "--failure-rate", type=float, default=0.0, help="share of predictions that fail"
+        "--failure-rate", type=_fraction, default=0.0, help="share of predictions that fail"
     )
     sim.add_argument("--seed", type=int, default=0, help="random seed")
     return parser
@@ -237,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _limits(args: argparse.Namespace) -> cfg.Limits:
     rate_limit, rate_window = cfg.parse_rate(args.rate)
     given = vars(args)
+    unreachable = given.get("unreachable_wait", cfg.DEFAULT_UNREACHABLE_AFTER)
     return cfg.Limits(
         concurrency=given.get("concurrency", cfg.DEFAULT_CONCURRENCY),
         rate_limit=rate_limit,
@@ -245,6 +336,11 @@ def _limits(args: argparse.Namespace) -> cfg.Limits:
         expected_runtime=given.get("expected_runtime", cfg.DEFAULT_EXPECTED_RUNTIME),
         item_timeout=given.get("item_timeout", cfg.DEFAULT_ITEM_TIMEOUT),
         max_attempts=given.get("max_attempts", cfg.DEFAULT_MAX_ATTEMPTS),
+        max_video_bytes=int(given.get("max_video_mb", cfg.DEFAULT_MAX_VIDEO_MB) * 1024 * 1024),
+        max_retry_after=given.get("max_retry_after", cfg.DEFAULT_MAX_RETRY_AFTER),
+        reconcile_settle=given.get("reconcile_wait", cfg.DEFAULT_RECONCILE_SETTLE),
+        unreachable_after=unreachable,
+        unreachable_at_start=min(cfg.DEFAULT_UNREACHABLE_AT_START, unreachable),
     )
 
 
@@ -284,7 +380,15 @@ async def _check_and_run(
         budget = RequestBudget(limits.rate_limit, limits.rate_window)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             client = EachlabsClient(
-                session, api_base, api_key or "", budget, request_timeout=limits.request_timeout
+                session,
+                api_base,
+                api_key or "",
+                budget,
+                request_timeout=limits.request_timeout,
+                max_retry_after=limits.max_retry_after,
+                # The checks fall back to the schema cache (with a warning) when the API
+                # cannot be reached: no reason to wait for it as long as a run does.
+                unreachable_at_start=min(limits.unreachable_at_start, PREFLIGHT_UNREACHABLE),
             )
             report = await preflight(
                 args.manifest,
@@ -318,7 +422,7 @@ async def _check_and_run(
             budget_usd=args.budget,
             budget_partial=args.budget_partial,
         )
-        resume = shlex.join(["i2v-runner", *argv])
+        resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
         result = await run_batch(
             config, report.manifest, resume_command=resume, handle_signals=True, budget=budget
         )
@@ -354,7 +458,16 @@ async def execute(
     except LockedError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_LOCKED
-    except (ManifestError, ConfigError, LedgerError, RunnerError) as exc:
+    except StorageError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_STORAGE
+    except ApiUnavailableError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_API_UNAVAILABLE
+    except ApiBrokenError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_API_BROKEN
+    except (ManifestError, ConfigError, RunnerError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_CONFIG
 

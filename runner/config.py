@@ -1,9 +1,18 @@
-"""Frozen settings, their defaults, and the one place the environment is read."""
+"""Frozen settings, their defaults, and the one place the environment is read.
+
+Also the one way the runner reads a file it is pointed at (the key file, the manifest, its
+images, the ledger, the schema cache): ``open_regular_file`` refuses a FIFO, a device or a
+directory before reading, so no path can make a check wait forever or read without end.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +131,7 @@ def parse_rate(text: str) -> tuple[int, float]:
     if match is None:
         raise ConfigError(f"--rate must look like N/SECONDS (e.g. 60/60), not {text!r}")
     count, window = int(match.group(1)), float(match.group(2))
-    if count < 1 or window <= 0:
+    if count < 1 or window <= 0 or not math.isfinite(window) or count > 10**9:
         raise ConfigError(f"--rate needs N >= 1 and SECONDS > 0, not {text!r}")
     return count, window
 
@@ -156,19 +165,99 @@ def resolve_api_base(flag: str | None, env: Mapping[str, str]) -> str:
     return base.rstrip("/")
 
 
+#: The most a key file may hold. A key is a few dozen characters on one line; a file larger
+#: than this is not a key file, and reading stops one byte past it (never the whole file).
+MAX_KEY_FILE_BYTES = 4096
+#: What a key may be made of: printable ASCII, no spaces, as an HTTP header value must be.
+_KEY = re.compile(r"[\x21-\x7e]+")
+
+
 def resolve_api_key(key_file: Path | None, env: Mapping[str, str]) -> str | None:
     """The API key from ``--api-key-file`` if given, else ``EACHLABS_API_KEY``; None if neither.
 
-    Raises ConfigError if the named file cannot be read or is empty. Messages never contain
-    the key itself.
+    The file must be a regular file of at most ``MAX_KEY_FILE_BYTES`` holding the key alone on
+    one line (surrounding whitespace and a trailing newline are fine); the key, from either
+    source, must be printable ASCII without spaces. Raises ConfigError otherwise: a directory,
+    a FIFO or a device is refused before anything is read from it, and messages say what is
+    wrong with the file, never what it contains.
     """
     if key_file is not None:
-        try:
-            key = key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the API key file {key_file}: {exc.strerror}") from None
-        if not key:
-            raise ConfigError(f"the API key file {key_file} is empty")
-        return key
+        return _key_from_file(key_file)
     key = env.get(ENV_API_KEY, "").strip()
+    if key and _KEY.fullmatch(key) is None:
+        raise ConfigError(
+            f"{ENV_API_KEY} is not a usable API key: it must be one line of printable ASCII "
+            "without spaces"
+        )
     return key or None
+
+
+def _key_from_file(key_file: Path) -> str:
+    """The key in ``key_file``; ConfigError (naming the file, never quoting it) if unusable."""
+    where = f"the API key file {key_file}"
+    try:
+        data = read_regular_file(key_file, MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(
+            f"{where} is larger than {MAX_KEY_FILE_BYTES} bytes: a key file holds only the key"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not text: it holds bytes that are not UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(f"{where} is empty")
+    if len(lines) > 1:
+        raise ConfigError(
+            f"{where} has {len(lines)} non-empty lines: it must hold only the key, on one line"
+        )
+    key = lines[0].strip()
+    if _KEY.fullmatch(key) is None:
+        raise ConfigError(
+            f"{where} does not hold a usable key: a key is printable ASCII without spaces"
+        )
+    return key
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes from the start of the regular file at ``path``.
+
+    The file is opened non-blocking and checked with ``fstat`` before anything is read, so a
+    FIFO (which would wait for a writer), a device such as ``/dev/zero`` (which never ends), a
+    socket or a directory is refused at once, even one swapped in after an earlier ``stat``.
+    A caller that must tell a file over its limit passes its limit + 1. Raises OSError: the
+    system's own, or one whose ``strerror`` says what the path is instead ("it is a FIFO (named
+    pipe), not a regular file").
+    """
+    with open_regular_file(path) as handle:
+        return handle.read(limit)
+
+
+def open_regular_file(path: Path) -> io.BufferedReader:
+    """``path`` opened for binary reading if it is a regular file; see ``read_regular_file``."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"it is {file_kind(mode)}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` is, for messages: "a directory", "a FIFO (named pipe)"..."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")

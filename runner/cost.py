@@ -11,81 +11,103 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from runner import models
+from runner.money import ZERO
+from runner.money import usd as to_usd
 
 #: The estimate for a model the table does not know (the Hailuo I2V price).
 DEFAULT_PRICE_USD = models.HAILUO_I2V_PRICE_USD
-#: Sums of prices in floating point are compared with this much slack (far below a cent).
-EPSILON = 1e-9
 
 #: A manifest's ``price_usd``: nothing, one price for every model, or a price per model.
 PriceOverride = float | Mapping[str, float] | None
 
+Amount = Decimal | float | int
 
-def price_of(model: str, override: PriceOverride = None) -> tuple[float, bool]:
+
+def _amount(value: Amount) -> Decimal:
+    amount = to_usd(value)
+    if amount is None:
+        raise ValueError(f"not an amount of money: {value!r}")
+    return amount
+
+
+def price_of(model: str, override: PriceOverride = None) -> tuple[Decimal, bool]:
     """(price per run of ``model``, whether it is known): the manifest's, else the table's.
 
     Unknown (False) means neither names the model and DEFAULT_PRICE_USD stands in.
     """
     if isinstance(override, int | float):
-        return float(override), True
+        return _amount(override), True
     if override is not None and model in override:
-        return float(override[model]), True
+        return _amount(override[model]), True
     info = models.MODELS.get(model)
     if info is not None:
-        return info.price_usd, True
-    return DEFAULT_PRICE_USD, False
+        return _amount(info.price_usd), True
+    return _amount(DEFAULT_PRICE_USD), False
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a batch has cost and will cost, in USD.
+    """What a batch has cost and will cost, in USD (Decimal; floats given are converted).
 
     ``to_submit`` is (item id, price) of each item to create, in manifest order; ``in_flight``
     the estimated price of predictions created earlier that have not ended (resumed, not
     created again); ``spent`` what the ledger records as charged so far.
     """
 
-    to_submit: tuple[tuple[str, float], ...] = ()
-    in_flight: float = 0.0
-    spent: float = 0.0
+    to_submit: tuple[tuple[str, Amount], ...] = ()
+    in_flight: Amount = ZERO
+    spent: Amount = ZERO
+
+    def __post_init__(self) -> None:
+        prices = tuple((item, _amount(price)) for item, price in self.to_submit)
+        object.__setattr__(self, "to_submit", prices)
+        object.__setattr__(self, "in_flight", _amount(self.in_flight))
+        object.__setattr__(self, "spent", _amount(self.spent))
 
     @property
-    def new(self) -> float:
+    def new(self) -> Decimal:
         """The estimated price of the creates this run would send."""
-        return sum(price for _, price in self.to_submit)
+        return sum((_amount(price) for _, price in self.to_submit), ZERO)
 
     @property
-    def committed(self) -> float:
+    def committed(self) -> Decimal:
         """Spent plus what predictions already running will cost: beyond any budget's reach."""
-        return self.spent + self.in_flight
+        return _amount(self.spent) + _amount(self.in_flight)
 
     @property
-    def total(self) -> float:
+    def total(self) -> Decimal:
         """The batch's estimated spend once this run is done."""
         return self.committed + self.new
 
 
-def fitting(estimate: Estimate, budget: float) -> int:
+def fitting(estimate: Estimate, budget: Amount) -> int:
     """How many of ``estimate.to_submit`` fit in ``budget`` together with what is committed.
 
     Items are taken in manifest order and counting stops at the first that does not fit, as
     the scheduler stops submitting there (the rest stay pending for a later run).
     """
+    limit = _amount(budget)
     total = estimate.committed
     count = 0
     for _, price in estimate.to_submit:
-        if total + price > budget + EPSILON:
+        if total + _amount(price) > limit:
             break
-        total += price
+        total += _amount(price)
         count += 1
     return count
 
 
-def usd(amount: float) -> str:
-    """``$2.58``: dollars with cents (and more digits only when a price has them)."""
-    text = f"{amount:.2f}"
-    if abs(float(text) - amount) > EPSILON:
-        text = f"{amount:.4f}".rstrip("0")
-    return f"${text}"
+_CENTS = Decimal("0.01")
+
+
+def usd(amount: Amount) -> str:
+    """``$2.58``: dollars with cents (and up to four digits only when a price has them)."""
+    value = _amount(amount)
+    cents = value.quantize(_CENTS)
+    if cents == value:
+        return f"${cents}"
+    finer = f"{value.quantize(Decimal('0.0001')):f}".rstrip("0")
+    return f"${finer}"

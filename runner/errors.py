@@ -105,7 +105,16 @@ class TransportError(ApiError):
 
 
 class AmbiguousCreateError(TransportError):
-    """A create request was sent but its answer was lost: a prediction may exist."""
+    """A create request was sent but its answer was lost: a prediction may exist.
+
+    ``answered`` is True when the server did answer, but with nonsense (a 5xx, HTML, no usable
+    id), False when no answer came at all (timeout, reset): a run of nonsense answers means a
+    broken server, which stops the batch.
+    """
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 class DownloadError(TransferError):

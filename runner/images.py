@@ -76,7 +76,11 @@ def dimensions(head: bytes) -> tuple[int, int] | None:
 
 
 def describe_other(head: bytes) -> str:
-    """What a file that is not a supported image seems to be, for messages."""
+    """What a file that is not a supported image seems to be, for messages.
+
+    It names a kind (a PDF document, text, an HTML page), never the content: the file may be
+    a secret named as an image by mistake (or by someone hoping its first line gets printed).
+    """
     if not head:
         return "it is empty"
     for magic, offset, name in _OTHER_FORMATS:
@@ -90,9 +94,8 @@ def describe_other(head: bytes) -> str:
         return "it is SVG or other XML"
     sample = head[:256]
     if all(b in _PRINTABLE for b in sample) or _is_utf8_text(sample):
-        excerpt = sample.decode("utf-8", errors="replace").split("\n", 1)[0].strip()[:40]
-        return f'it looks like text ("{excerpt}")'
-    return "it starts with bytes " + " ".join(f"{b:02x}" for b in head[:8])
+        return "it looks like text"
+    return "it is binary data of a format this check does not know"
 
 
 def check(head: bytes, size: int | None, *, max_bytes: int, complete: bool) -> list[Finding]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from yaml.nodes import Node
 
+from runner.config import open_regular_file
 from runner.yamlnodes import Reader, Scope, quote
 
 #: Image formats the API documents (JPEG, PNG, WebP, GIF); other suffixes get a warning
@@ -76,7 +77,7 @@ def _hash_image(reader: Reader, node: Node, context: str, image: str, path: Path
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         reader.warn(node, context, f"{quote(image)}: {SUFFIX_WARNING}")
     try:
-        with path.open("rb") as handle:
+        with open_regular_file(path) as handle:  # refuses a FIFO swapped in since the stat
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         reader.error(

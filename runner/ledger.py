@@ -10,23 +10,32 @@ The codec and the replay (records → one ``KeyState`` per item key) are pure.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 
+from runner.config import open_regular_file
 from runner.errors import LedgerError
 from runner.jobs import JobState
+from runner.money import json_number
+from runner.protocol import valid_id
 
 LEDGER_NAME = "ledger.jsonl"
 
 #: Events that are not job states: an upload remembered by the image's sha256.
 EVENT_UPLOADED = "uploaded"
+#: The server could not fetch an image we uploaded (it expired or vanished): upload it again.
+EVENT_UPLOAD_GONE = "upload_gone"
 
 
 def now_iso() -> str:
@@ -34,19 +43,122 @@ def now_iso() -> str:
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
-    """One ledger line, newline included."""
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    """One ledger line, newline included. Decimal amounts are written as JSON numbers."""
+    plain = {name: json_number(value) for name, value in record.items()}
+    return (json.dumps(plain, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def decode(line: str) -> dict[str, Any]:
-    """Parse one line; raise ValueError if it is not a record (JSON object with the core fields)."""
-    record = json.loads(line)
+    """Parse one line into a record; raise ValueError saying why it is not one.
+
+    A record is a JSON object with string ``item``, ``key`` and ``event``, in which every
+    field the replay and the run read has its type (``FIELD_CHECKS``), and a ``submitted``
+    record names its prediction. JSON's NaN and Infinity are refused anywhere. The reason
+    names the field, never its value.
+    """
+    try:
+        record = json.loads(line, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     for name in ("item", "key", "event"):
-        if not isinstance(record.get(name), str):
+        if name not in record:
             raise ValueError(f"no {name!r} field")
+    for name, check in FIELD_CHECKS.items():
+        if name in record and (problem := check(record[name])) is not None:
+            raise ValueError(f"field {name!r} {problem}")
+    if record["event"] == JobState.SUBMITTED and "prediction_id" not in record:
+        raise ValueError("a 'submitted' record without a 'prediction_id'")
     return record
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a record may hold")
+
+
+def _string(value: object) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _timestamp(value: object) -> str | None:
+    """A time as ``now_iso`` writes it: ISO 8601 with a UTC offset, in a year any clock could
+    show (the reconciliation window is computed around it, days either side)."""
+    if not isinstance(value, str):
+        return "must be a string"
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or not 1970 <= moment.year <= 9000:
+        return "must be an ISO 8601 time with a UTC offset"
+    return None
+
+
+def _prediction_id(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    return None if valid_id(value) else "must be a plain prediction id"
+
+
+def _file_name(value: object) -> str | None:
+    """A video's file name, joined to the output directory: never a path out of it."""
+    if not isinstance(value, str):
+        return "must be a string"
+    plain = value not in ("", ".", "..") and not any(c in value for c in "/\\\0")
+    return None if plain else "must be the name of a file in the output directory"
+
+
+def _count(value: object) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a whole number of at least 0"
+
+
+def _finite(value: object) -> TypeGuard[int | float | Decimal]:
+    """A finite number, not a boolean (a Decimal too, for a reader that parses money so)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    return math.isfinite(value)
+
+
+def _number(value: object) -> str | None:
+    return None if value is None or _finite(value) else "must be a finite number or null"
+
+
+def _amount(value: object) -> str | None:
+    """A cost: a negative one would hide spend from ``--budget``."""
+    if value is None or (_finite(value) and value >= 0):
+        return None
+    return "must be a finite number of at least 0, or null"
+
+
+def _flag(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+#: The check of each field the replay, the plan, the spend and the run read from a record:
+#: one that fails it makes the record corrupt (reported and skipped), so nothing later meets
+#: a value of the wrong type. ``cost`` stays as JSON gives it (an int or a float).
+FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "ts": _timestamp,
+    "item": _string,
+    "key": _string,
+    "event": _string,
+    "prediction_id": _prediction_id,
+    "output_url": _string,
+    "public_url": _string,
+    "path": _file_name,
+    "sha256": _string,
+    "error": _string,
+    "error_code": _string,
+    "reason": _string,
+    "bytes": _count,
+    "attempt": _count,
+    "cost": _amount,
+    "predict_time": _number,
+    "reconciled": _flag,
+    "retryable": _flag,
+}
 
 
 def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -61,7 +173,7 @@ def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
         try:
             records.append(decode(line))
         except ValueError as exc:
-            if torn_tail and number == len(lines):
+            if torn_tail and number == len(lines) and isinstance(exc, json.JSONDecodeError):
                 warnings.append(
                     f"ledger line {number}: torn last line ignored (an interrupted write)"
                 )
@@ -73,7 +185,8 @@ def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
 def read(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The records of the ledger at ``path`` (none if it does not exist) and read warnings."""
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        with open_regular_file(path) as handle:  # a FIFO or a device would hang or never end
+            text = handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return [], []
     except OSError as exc:
@@ -156,7 +269,7 @@ def replay(records: Iterable[Mapping[str, Any]]) -> dict[str, KeyState]:
     """Fold records into one KeyState per item key (the key, not the id, is an item's identity)."""
     states: dict[str, KeyState] = {}
     for record in records:
-        if record["event"] == EVENT_UPLOADED:
+        if record["event"] in (EVENT_UPLOADED, EVENT_UPLOAD_GONE):
             continue
         key = record["key"]
         current = states.get(key) or KeyState(key=key, item=record["item"])
@@ -170,11 +283,24 @@ def uploads(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     for record in records:
         if record["event"] == EVENT_UPLOADED and record.get("sha256") and record.get("public_url"):
             found[str(record["sha256"])] = str(record["public_url"])
+        elif (
+            record["event"] == EVENT_UPLOAD_GONE
+            and record.get("sha256")
+            and found.get(str(record["sha256"])) == record.get("public_url")
+        ):
+            del found[str(record["sha256"])]
     return found
 
 
 class LedgerWriter:
     """Appends records and fsyncs each one before ``append`` returns.
+
+    A record is on disk whole, or ``append`` raises LedgerError: a short write (a full disk,
+    a file size limit) is continued until every byte is written or the system refuses, and a
+    writer that failed once refuses every later append, so no record is ever glued to the torn
+    remains of one that failed. The caller acts on a record (sends a create, say) only after
+    ``append`` returned. The file is opened lazily, on the first append, so a run that has
+    nothing to record never needs a writable directory.
 
     Writes run in a worker thread so the event loop never blocks on the disk.
     """
@@ -183,9 +309,9 @@ class LedgerWriter:
         self.path = path
         self._fd: int | None = None
         self._lock = anyio.Lock()
+        self._broken: str | None = None
 
     async def __aenter__(self) -> LedgerWriter:
-        self._fd = await anyio.to_thread.run_sync(self._open)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -193,33 +319,75 @@ class LedgerWriter:
             os.close(self._fd)
             self._fd = None
 
-    def _open(self) -> int:
+    async def open(self) -> None:
+        """Open the ledger for appending now; LedgerError if that is impossible."""
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._ensure_open)
+
+    def _ensure_open(self) -> None:
+        if self._broken is not None:
+            raise LedgerError(self._broken)
+        if self._fd is not None:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            size = os.fstat(fd).st_size
-            if size:
-                with open(self.path, "rb") as existing:
-                    existing.seek(size - 1)
-                    if existing.read(1) != b"\n":  # a torn last line: never glue a record to it
-                        os.write(fd, b"\n")
-                        os.fsync(fd)
+            fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
-            raise LedgerError(f"cannot open the ledger {self.path}: {exc.strerror}") from None
-        return fd
+            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LedgerError(f"cannot open the ledger {self.path}: not a regular file")
+            size = os.fstat(fd).st_size
+            if size and _last_byte(self.path, size) != b"\n":
+                self._write_all(fd, b"\n")  # a torn last line: never glue a record to it
+        except OSError as exc:
+            os.close(fd)
+            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
+        except LedgerError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "the write made no progress")
+            view = view[written:]
+        os.fsync(fd)
 
     def _write(self, data: bytes) -> None:
-        assert self._fd is not None, "the ledger is not open"
+        self._ensure_open()
+        assert self._fd is not None
         try:
-            os.write(self._fd, data)
-            os.fsync(self._fd)
+            self._write_all(self._fd, data)
         except OSError as exc:
-            raise LedgerError(f"cannot append to the ledger {self.path}: {exc.strerror}") from None
+            self._broken = (
+                f"cannot append to the ledger {self.path}: {_why(exc)}; nothing more is "
+                "recorded or sent in this run"
+            )
+            raise LedgerError(self._broken) from None
 
     async def append(self, item: str, key: str, event: str, **fields: Any) -> dict[str, Any]:
-        """Append one record and return it once it is on disk."""
+        """Append one record and return it once it is whole on disk; LedgerError if it is not."""
         record: dict[str, Any] = {"ts": now_iso(), "item": item, "key": key, "event": event}
         record.update({name: value for name, value in fields.items() if value is not None})
         data = encode(record)
         async with self._lock:
             await anyio.to_thread.run_sync(self._write, data)
         return record
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, 1, size - 1)
+    finally:
+        os.close(fd)
+
+
+def _why(exc: OSError) -> str:
+    """An OSError as a short cause: ``No space left on device``, ``Read-only file system``..."""
+    return exc.strerror or str(exc)

@@ -44,6 +44,7 @@ import copy
 import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,7 +68,7 @@ from runner.manifestfields import (
     read_top,
     slugify,
 )
-from runner.yamlnodes import Place, Reader, Scope, compose, quote
+from runner.yamlnodes import MAX_NODES, Place, Reader, Scope, compose, expanded_size, quote
 
 __all__ = [
     "DEFAULTS_KEYS",
@@ -104,7 +105,7 @@ class Item:
     key: str  # jobs.item_key of the model and the input with the image (URL or sha256:<hex>)
     #: The estimated price of one run: the manifest's ``price_usd``, else the built-in table,
     #: else ``cost.DEFAULT_PRICE_USD`` (with a warning). The charge is ``metrics.cost``.
-    price_usd: float = cost.DEFAULT_PRICE_USD
+    price_usd: Decimal = Decimal(str(cost.DEFAULT_PRICE_USD))
     #: Where each field was written: "item", "id", "image", "prompt", "model",
     #: "prompt_optimizer" and "input.<key>" (the item's own or the defaults').
     places: Mapping[str, Place] = field(default_factory=dict, hash=False, compare=False, repr=False)
@@ -196,10 +197,12 @@ def read_manifest(path: Path) -> ManifestReading:
     reader = Reader(str(path))
     fallback = slugify(path.stem) or "batch"
     try:
-        root = compose(path, reader.file)
+        document = compose(path, reader.file)
     except ManifestError as exc:
         return ManifestReading(path, fallback, (), frozenset(), tuple(exc.problems))
-    top = read_top(reader, root, path)
+    top = read_top(reader, document.root, path)
+    if _defaults_overflow(reader, top, document.values):
+        return ManifestReading(path, top.batch, (), frozenset(), tuple(reader.all_problems()))
     fields: list[Fields] = []
     flawed: set[int] = set()
     for index, node in item_nodes(reader, top):
@@ -230,6 +233,23 @@ def load_manifest(path: Path) -> Manifest:
     not stop a run are ``Manifest.warnings``. The returned ``Manifest.path`` is absolute.
     """
     return read_manifest(path).manifest()
+
+
+def _defaults_overflow(reader: Reader, top: Top, values: int) -> bool:
+    """Whether ``defaults.input``, merged into every item, takes the manifest over
+    ``MAX_NODES`` values (reported at ``defaults.input``): each item's key and schema check
+    walk it again, so it counts once per item."""
+    if top.input_node is None or not top.items:
+        return False
+    size = expanded_size(top.input_node)
+    if values + size * len(top.items) <= MAX_NODES:
+        return False
+    message = (
+        f"holds {size:,} values, merged into each of the {len(top.items):,} items: the manifest "
+        f"would hold more than {MAX_NODES:,} values"
+    )
+    reader.error(top.input_node, Scope().at("defaults.input"), message)
+    return True
 
 
 # --- ids and keys ------------------------------------------------------------------------

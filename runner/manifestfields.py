@@ -69,6 +69,7 @@ class Top:
     prices: cost.PriceOverride = None
     price_nodes: Mapping[str, Node] = field(default_factory=dict)  # model slug → its key node
     places: Mapping[str, Place] = field(default_factory=dict)  # "model", "prompt_optimizer", ...
+    input_node: Node | None = None  # ``defaults.input`` as written, merged into every item
 
 
 def read_top(reader: Reader, root: Node, path: Path) -> Top:
@@ -91,28 +92,34 @@ def read_top(reader: Reader, root: Node, path: Path) -> Top:
         places["model"] = Place(reader.position(found["model"][1]), "model")
     optimizer: bool | None = None
     extra: dict[str, Any] = {}
+    input_node: Node | None = None
     if "defaults" in found:
-        optimizer, extra = _read_defaults(reader, found["defaults"][1], places)
+        optimizer, extra, input_node = _read_defaults(reader, found["defaults"][1], places)
     items = _read_item_list(reader, mapping, found.get("items"))
-    return Top(batch, model, optimizer, extra, base_dir, items, prices, price_nodes, places)
+    return Top(
+        batch, model, optimizer, extra, base_dir, items, prices, price_nodes, places, input_node
+    )
 
 
 def _read_defaults(
     reader: Reader, node: Node, places: dict[str, Place]
-) -> tuple[bool | None, dict[str, Any]]:
-    """``defaults.prompt_optimizer`` and ``defaults.input``; their places go into ``places``."""
+) -> tuple[bool | None, dict[str, Any], Node | None]:
+    """``defaults.prompt_optimizer``, ``defaults.input`` and the node of the latter (if given);
+    their places go into ``places``."""
     scope = Scope(prefix="defaults.")
     mapping = reader.mapping(node, Scope().at("defaults"))
     if mapping is None:
-        return None, {}
+        return None, {}, None
     found = reader.entries(mapping, scope, DEFAULTS_KEYS, _DEFAULTS_HINTS)
     optimizer = None
     if "prompt_optimizer" in found:
         value_node = found["prompt_optimizer"][1]
         optimizer = reader.boolean(value_node, scope.at("prompt_optimizer"))
         places["prompt_optimizer"] = Place(reader.position(value_node), "defaults.prompt_optimizer")
-    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
-    return optimizer, extra
+    if "input" not in found:
+        return optimizer, {}, None
+    input_node = found["input"][1]
+    return optimizer, _read_input(reader, input_node, scope, places), input_node
 
 
 def _read_prices(reader: Reader, node: Node) -> tuple[cost.PriceOverride, dict[str, Node]]:

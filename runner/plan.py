@@ -16,6 +16,13 @@ from runner.manifest import Item
 
 #: The error code recorded when a succeeded prediction's video could not be fetched.
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+#: Failures recorded by the runner while the prediction may still exist on the server: it ran
+#: past --item-timeout (cancel is best effort), the server stopped knowing it for a long time,
+#: or polls kept being refused. A later run asks the server about it before anything else.
+TIMEOUT = "timeout"
+LOST = "LOST"
+POLL_ERROR = "POLL_ERROR"
+RECHECK_CODES = frozenset({TIMEOUT, LOST, POLL_ERROR, "NOT_FOUND"})
 
 
 class Action(enum.StrEnum):
@@ -24,6 +31,7 @@ class Action(enum.StrEnum):
     RECONCILE = "reconcile"  # a create was sent but its answer not recorded: look it up first
     DOWNLOAD = "download"  # succeeded, but the file is missing or does not verify
     DONE = "done"  # the file is on disk and matches the ledger
+    RECHECK = "recheck"  # given up on while it may still exist: ask the server first
     FAILED = "failed"  # failed in an earlier run; only --retry-failed submits it again
     DUPLICATE = "duplicate"  # same key as an earlier item: rendered once, for that item
 
@@ -75,6 +83,12 @@ def _action(state: KeyState, file_ok: bool, retry_failed: bool) -> Action:
         return Action.RECONCILE
     if state.state is JobState.FAILED and state.error_code == DOWNLOAD_FAILED and state.output_url:
         return Action.DOWNLOAD  # the video was paid for: fetching it again costs nothing
+    if (
+        state.state is JobState.FAILED
+        and state.error_code in RECHECK_CODES
+        and state.prediction_id is not None
+    ):
+        return Action.RECHECK  # it may have finished (and been billed) after we gave up
     if state.state is JobState.FAILED:
         return Action.SUBMIT if retry_failed else Action.FAILED
     return Action.SUBMIT

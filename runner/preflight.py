@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,8 +30,8 @@ import anyio
 
 from runner import cost, download, images, ledger, models, prompts, run, schema
 from runner.client import EachlabsClient
-from runner.config import CheckConfig
-from runner.errors import LedgerError, Problem
+from runner.config import CheckConfig, open_regular_file
+from runner.errors import ConfigError, LedgerError, Problem
 from runner.findings import ERROR, WARNING, Finding
 from runner.manifest import SUFFIX_WARNING, Item, Manifest, ManifestReading, read_manifest
 from runner.plan import Action, Plan, make_plan
@@ -101,6 +102,8 @@ async def preflight(
     """
     reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
     output = output_dir or Path("output") / reading.batch
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"the output directory {output} is not a directory (--output)")
     if refuse_if_locked:
         run.refuse_if_locked(output)
     report = Report(manifest_path, reading.batch, output, reading.problems)
@@ -152,11 +155,11 @@ def _hashed_path(item: Item) -> Path | None:
 def _check_file(path: Path, max_bytes: int) -> list[Finding]:
     """The findings of one local image file (read in a worker thread)."""
     try:
-        with path.open("rb") as handle:
-            size = path.stat().st_size
+        with open_regular_file(path) as handle:  # never waits on a FIFO swapped in
+            size = os.fstat(handle.fileno()).st_size
             head = handle.read(images.HEAD_BYTES)
-            if images.dimensions(head) is None and size > len(head) and size <= max_bytes:
-                head += handle.read()  # a JPEG with long metadata: read it all
+            if images.dimensions(head) is None and len(head) < size <= max_bytes:
+                head += handle.read(size - len(head))  # a JPEG with long metadata: read it all
     except OSError as exc:
         return [Finding(ERROR, f"cannot read the image file ({exc.strerror})")]
     return images.check(head, size, max_bytes=max_bytes, complete=len(head) >= size)

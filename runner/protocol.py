@@ -1,8 +1,11 @@
-"""The wire shapes of the Eachlabs API, parsed into plain values: pure, no I/O.
+"""The wire shapes of the Eachlabs API, parsed into plain values, and the rules for answers:
+pure, no I/O.
 
 Every variant the contract names is handled here: output as a URL string, a list of URLs, a
 string holding JSON, or an object with ``url``/``video_url``; failures with a full error object,
 only ``error``, or the text in ``logs``; error bodies that are empty or not JSON; old status names.
+A hostile or broken server is expected too: an id that is not a plain id is no id, a cost that is
+not a finite amount is unknown (and says so), a ``Retry-After`` is cut to a cap.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import email.utils
 import enum
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -76,7 +81,10 @@ class Prediction:
     error_code: str | None = None
     retryable: bool = False
     predict_time: float | None = None
-    cost: float | None = None
+    #: ``metrics.cost`` in USD; None when the server gave none or gave one that is not a finite
+    #: amount >= 0 (then ``cost_problem`` says what it sent).
+    cost: Decimal | None = None
+    cost_problem: str | None = None
     raw_status: str = ""
     input: dict[str, Any] | None = None  # the server's echo of the create's input, if given
     sent_at: float | None = None  # when the poll went out, on the client's monotonic clock
@@ -108,16 +116,41 @@ def output_url(output: object) -> str | None:
 
 
 def _number(value: object) -> float | None:
+    """A finite number >= 0 from a JSON number or numeric string; None for anything else."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int | float | str):
         try:
-            return float(value)
-        except ValueError:
+            number = float(value)
+        except (ValueError, OverflowError):
             return None
+        return number if math.isfinite(number) and number >= 0 else None
     return None
+
+
+def parse_cost(value: object) -> tuple[Decimal | None, str | None]:
+    """``(cost, problem)`` of a ``metrics.cost``: money is Decimal, read from the number's text.
+
+    Absent (None) is ``(None, None)``. A value that is not a finite amount >= 0 a float can
+    hold (``nan``, ``inf``, ``1e999``, negative, a bool, an object) is ``(None, problem)``: the
+    cost is unknown, and ``problem`` says what the server sent.
+    """
+    if value is None:
+        return None, None
+    amount: Decimal | None = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            amount = None
+    if amount is None or not amount.is_finite() or amount < 0 or not _fits_float(amount):
+        shown = repr(value) if isinstance(value, str) else json.dumps(value, default=repr)
+        return None, f"the server reported the cost {shown[:80]}; counted as unknown"
+    return amount, None
+
+
+def _fits_float(amount: Decimal) -> bool:
+    return math.isfinite(float(amount))  # 1e999 is a finite Decimal but an infinite float
 
 
 def failure(output: object, logs: object) -> tuple[str, str | None, bool]:
@@ -160,11 +193,12 @@ def parse_prediction(body: object, prediction_id: str) -> Prediction:
     metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
     assert isinstance(metrics, dict)
     predict_time = _number(metrics.get("predict_time"))
-    cost = _number(metrics.get("cost"))
+    cost, cost_problem = parse_cost(metrics.get("cost"))
     common: dict[str, Any] = {
-        "id": str(body.get("id") or prediction_id),
+        "id": prediction_id,  # the id asked for: an envelope cannot rename its prediction
         "predict_time": predict_time,
         "cost": cost,
+        "cost_problem": cost_problem,
         "raw_status": str(raw),
         "input": body.get("input") if isinstance(body.get("input"), dict) else None,
     }
@@ -200,13 +234,17 @@ def valid_id(value: object) -> bool:
 
 
 def created_id(body: object) -> str | None:
-    """The id in a create answer: ``predictionID``, else ``id`` (some community code's shape)."""
+    """The id in a create answer: ``predictionID``, else ``id`` (some community code's shape).
+
+    Only a plain id (``valid_id``) counts: an answer whose id is anything else (a path, a query)
+    is an answer without an id.
+    """
     if not isinstance(body, dict):
         return None
     for name in ("predictionID", "prediction_id", "id"):
         value = body.get(name)
         if isinstance(value, str) and value:
-            return value
+            return value if valid_id(value) else None
     return None
 
 
@@ -214,6 +252,7 @@ def error_text(body_text: str, reason: str) -> tuple[str, object]:
     """``(message, parsed body)`` of an error answer: ``details``/``error``/``message`` if JSON.
 
     An empty ``{}`` or a body that is not JSON falls back to the raw text, then the reason phrase.
+    The message is one line of at most 300 characters, whatever the server sent.
     """
     try:
         body: object = json.loads(body_text) if body_text.strip() else None
@@ -226,7 +265,7 @@ def error_text(body_text: str, reason: str) -> tuple[str, object]:
             if isinstance(body.get(name), str) and str(body[name]).strip()
         ]
         if parts:
-            return ": ".join(parts), body
+            return " ".join(": ".join(parts).split())[:300], body
     text = " ".join(body_text.split())[:300]
     return (text or reason or "no error message"), body
 
@@ -237,9 +276,11 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -247,3 +288,29 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+#: Answers in a row whose Retry-After exceeds the cap before the API counts as unavailable.
+OVER_CAP_IN_A_ROW = 3
+
+
+@dataclass
+class RetryAfterCap:
+    """Cuts every ``Retry-After`` to ``cap`` seconds and counts the answers in a row that asked
+    for more; any answer that did not (no header, or one within the cap) resets the count."""
+
+    cap: float
+    in_a_row: int = 0
+
+    def pause(self, asked: float | None) -> float | None:
+        """The pause to apply for an answer that asked for ``asked`` s (None: it asked none)."""
+        if asked is None or asked <= self.cap:
+            self.in_a_row = 0
+            return asked
+        self.in_a_row += 1
+        return self.cap
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the server asked for more than the cap on OVER_CAP_IN_A_ROW answers running."""
+        return self.in_a_row >= OVER_CAP_IN_A_ROW

@@ -19,6 +19,7 @@ from runner.client import EachlabsClient
 from runner.errors import ApiError
 from runner.ledger import KeyState
 from runner.manifest import Item
+from runner.protocol import valid_id
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,12 @@ def window(ts: str | None, now: datetime) -> tuple[str, str]:
     """The ``from``/``to`` bounds to search around an attempt made at ``ts`` (ISO 8601)."""
     try:
         at = datetime.fromisoformat((ts or "").replace("Z", "+00:00"))
-    except ValueError:
-        at = now
-    return _rfc3339(at - WINDOW_BEFORE), _rfc3339(
-        min(now, at + WINDOW_AFTER) + timedelta(minutes=1)
-    )
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        start, end = at - WINDOW_BEFORE, min(now, at + WINDOW_AFTER)
+    except (ValueError, OverflowError):  # unreadable, or too near year 1 or 9999
+        start, end = now - WINDOW_BEFORE, now
+    return _rfc3339(start), _rfc3339(end + timedelta(minutes=1))
 
 
 def same_input(sent: Mapping[str, Any], echoed: Mapping[str, Any]) -> bool:
@@ -79,8 +81,9 @@ async def find_prediction(
     undecided = False
     for row in rows:
         candidate = row.get("id")
-        if not isinstance(candidate, str) or candidate in exclude:
+        if not valid_id(candidate) or candidate in exclude:
             continue
+        assert isinstance(candidate, str)
         try:
             prediction = await client.get(candidate)
         except ApiError as exc:
@@ -92,3 +95,15 @@ async def find_prediction(
         elif same_input(sent, prediction.input):
             return Verdict.FOUND, candidate
     return (Verdict.UNDECIDED if undecided else Verdict.ABSENT), None
+
+
+async def listed(client: EachlabsClient, item: Item, state: KeyState, prediction_id: str) -> bool:
+    """Whether ``GET /v1/executions`` lists ``prediction_id`` (a prediction that answers 404 to
+    polls may still exist); False too if the lookup fails."""
+    start, end = window(state.submitted_ts or state.submitting_ts, datetime.now(UTC))
+    try:
+        rows = await client.executions(model=item.model, **{"from": start, "to": end})
+    except ApiError as exc:
+        log.warning("%s: the executions lookup failed: %s", item.id, exc)
+        return False
+    return any(row.get("id") == prediction_id for row in rows)

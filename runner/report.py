@@ -8,6 +8,7 @@ from typing import Any
 
 from runner.jobs import JobState, summary_status
 from runner.ledger import KeyState
+from runner.money import json_number, total, usd
 from runner.plan import Action, Plan
 
 EXIT_OK = 0
@@ -37,7 +38,7 @@ def item_row(item_id: str, state: KeyState, duplicate_of: str | None = None) -> 
         "prediction_id": state.prediction_id,
         "path": state.path if state.state is JobState.DOWNLOADED else None,
         "sha256": state.sha256 if state.state is JobState.DOWNLOADED else None,
-        "cost": state.cost,
+        "cost": json_number(usd(state.cost)),
         "error": state.error if state.state is JobState.FAILED else None,
     }
     if state.state is JobState.FAILED and state.error_code:
@@ -57,6 +58,7 @@ def build_summary(
     interrupted: bool,
     account_error: str | None,
     budget_reached: bool = False,
+    stopped: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``summary.json``: counts and one row per manifest item, in manifest order."""
     rows = []
@@ -67,8 +69,8 @@ def build_summary(
         state = final.get(source) or by_id[source].state
         rows.append(item_row(step.item.id, state, step.duplicate_of))
     counts = Counter(row["status"] for row in rows)
-    spent = sum(
-        (final.get(step.item.id) or step.state).cost or 0.0
+    spent = total(
+        (final.get(step.item.id) or step.state).cost
         for step in plan.steps
         if step.action is not Action.DUPLICATE
     )
@@ -78,21 +80,45 @@ def build_summary(
             "total": len(rows),
             **{name: counts.get(name, 0) for name in ("done", "failed", "pending", "running")},
         },
-        "cost_usd": round(spent, 4),
+        "cost_usd": json_number(spent),
         "interrupted": interrupted,
         "account_error": account_error,
         "budget_reached": budget_reached,
+        "stopped": stopped,
         "items": rows,
     }
 
 
+#: Why a run stopped early (``summary["stopped"]["kind"]``) → its exit code.
+STOP_CODES = {
+    "storage": EXIT_STORAGE,
+    "api_unavailable": EXIT_API_UNAVAILABLE,
+    "api_broken": EXIT_API_BROKEN,
+}
+
+
 def exit_code(summary: dict[str, Any]) -> int:
+    """The documented exit code of a run. A run the API stopped (6, 7) after every item was
+    done anyway is simply done (0); a storage stop is always 5: something went unrecorded."""
+    stopped = summary.get("stopped")
+    counts = summary["counts"]
+    complete = counts["done"] == counts["total"]
+    if stopped and (stopped["kind"] == "storage" or not complete):
+        return STOP_CODES[stopped["kind"]]
     if summary["account_error"]:
         return EXIT_ACCOUNT
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
-    counts = summary["counts"]
-    return EXIT_OK if counts["done"] == counts["total"] else EXIT_FAILED
+    return EXIT_OK if complete else EXIT_FAILED
+
+
+_STOP_ADVICE = {
+    "storage": "free space or fix the output directory, then run the same command again",
+    "api_unavailable": "the API could not be reached or asked to wait too long; unfinished "
+    "items are pending: run the same command again later",
+    "api_broken": "the API kept answering creates with nonsense; submitting stopped so it "
+    "cannot cost per item: check --api-base and the service status before running again",
+}
 
 
 def render(
@@ -114,6 +140,10 @@ def render(
         lines.append(f"  ... and {len(failed) - max_failures} more failed (see summary.json)")
     if summary["account_error"]:
         lines.append(f"the API refused the account, submitting stopped: {summary['account_error']}")
+    stopped = summary.get("stopped")
+    if stopped:
+        lines.append(f"stopped early: {stopped['message']}")
+        lines.append(_STOP_ADVICE[stopped["kind"]])
     if summary["interrupted"]:
         lines.append("interrupted: predictions already in flight keep running on the server")
     if summary.get("budget_reached"):

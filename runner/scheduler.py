@@ -1,14 +1,35 @@
 """The batch runner: the task group that wires manifest, ledger, client and downloads together.
 
 One feeder hands items to in-flight slots (at most ``concurrency`` predictions on the server);
-each slot's task uploads the image if needed, creates the prediction (write-ahead: a
-``submitting`` record before the request, ``submitted`` after, both fsynced), polls it at the
-pace ``runner.policy`` sets within the shared request budget, and on success hands the video to
-a download task (downloads take no slot and no budget).
+each slot's task uploads the image if needed, creates the prediction, polls it at the pace
+``runner.policy`` sets within the shared request budget, and on success hands the video to a
+download (downloads take no slot and no budget).
+
+The money rules live here:
+
+- **Write-ahead, and stop means stop.** A create waits for its place in the request budget
+  like any request, and a stop ends that wait: it is never sent. Once the budget grants it,
+  the ``submitting`` record is written and fsynced, the create is sent and its answer is
+  recorded, all shielded from cancellation, so a stop never leaves a paid prediction
+  unrecorded. A second stop cancels even that; the ledger's ``submitting`` then makes the
+  next run reconcile.
+- **An ambiguous create is never followed by a blind one.** Its prediction is looked up in
+  ``GET /v1/executions`` until the list has had ``reconcile_settle`` seconds to catch up;
+  attempts per item are capped by ``--max-attempts``; a server that answers several creates
+  in a row with nonsense stops the batch (exit 7).
+- **A created prediction is not given up lightly.** A 404 is polled with growing back-off for
+  ``lost_after`` seconds and looked up in executions before the item is called lost; a
+  timeout counts only the time this run watched, after a first poll; a cancelled prediction
+  is polled once more, since cancel is best effort and it may still have succeeded. Items
+  failed as lost, timed out or unpollable are polled again by later runs before any retry.
+- **No item fails for a network reason.** An API that cannot be reached, or asks to wait too
+  long, stops the run with its items pending (exit 6); a full or read-only disk stops it with
+  a storage error (exit 5).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 from collections.abc import Callable
@@ -28,28 +49,46 @@ from runner.download import GONE, fetch_video, verify, video_path
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
+    ApiBrokenError,
     ApiError,
+    ApiProtocolError,
     ApiStatusError,
+    ApiUnavailableError,
     CapacityError,
     DownloadError,
     NotFoundError,
+    StopRequested,
+    StorageError,
+    TransferError,
     TransportError,
 )
 from runner.images import sniff_content_type
 from runner.jobs import JobState, transition
-from runner.ledger import EVENT_UPLOADED, KeyState, LedgerWriter, apply
+from runner.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED, KeyState, LedgerWriter, apply
 from runner.manifest import Item
-from runner.plan import DOWNLOAD_FAILED, Action, Plan
+from runner.plan import DOWNLOAD_FAILED, LOST, POLL_ERROR, TIMEOUT, Action, Plan
 from runner.protocol import Prediction, RemoteStatus
-from runner.reconcile import Verdict, find_prediction
+from runner.reconcile import Verdict, find_prediction, listed
 from runner.spend import SpendLimit
 
 log = logging.getLogger("runner")
 
 #: Downloads running at once; they share the machine's bandwidth, not the API budget.
 DOWNLOAD_CONCURRENCY = 4
-#: Consecutive 404s on a prediction we created before it is declared lost.
-MAX_NOT_FOUND = 5
+#: Upload failures that created nothing before the item is left pending for the next run.
+MAX_UPLOAD_FAILURES = 5
+#: The same 4xx answer to this many polls in a row: the server will not tell us more.
+MAX_POLL_REFUSALS = 5
+#: Poll failures are logged on the first and then every this many.
+LOG_EVERY = 10
+#: The error code the upstream gives a prediction whose input image could not be fetched.
+INPUT_DOWNLOAD_ERROR = "INPUT_DOWNLOAD_ERROR"
+#: An item whose creates never made a prediction (each was looked up and found absent).
+CREATE_FAILED = "CREATE_FAILED"
+#: The upload host refused the image (a 4xx on the presigned PUT or the presign).
+UPLOAD_REFUSED = "UPLOAD_REFUSED"
+#: Local causes that concern the whole disk, not one file: the run stops (exit 5).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 @dataclass
@@ -63,6 +102,14 @@ class Job:
     attempts_this_run: int = 0
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Why a run stopped before its work was done: ``kind`` picks the exit code."""
+
+    kind: str  # "storage" (exit 5), "api_unavailable" (exit 6), "api_broken" (exit 7)
+    message: str
+
+
 @dataclass
 class Outcome:
     """What a run ended with, for the summary and the exit code."""
@@ -71,6 +118,7 @@ class Outcome:
     account_error: str | None = None
     budget_reached: bool = False
     interrupted: bool = False
+    stopped: Stop | None = None
 
 
 class Slots:
@@ -105,7 +153,15 @@ def _mono_from_iso(ts: str | None, now_mono: float) -> float | None:
         then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if then.tzinfo is None:
+        return None
     return now_mono - max(0.0, (datetime.now(then.tzinfo) - then).total_seconds())
+
+
+def _disk_wide(exc: StorageError) -> bool:
+    """Whether a storage error concerns the whole disk (full, read-only), not one path."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS
 
 
 class BatchRunner:
@@ -139,12 +195,16 @@ class BatchRunner:
         self.spend = spend or SpendLimit(None)
         self.outcome = Outcome()
         self._stop_submitting = False
+        self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' budget waits
+        self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
+        self._nonsense = 0  # create answers in a row that made no sense
         self._upload_locks: dict[str, anyio.Lock] = {}
         self._creates_paused_until = 0.0
         self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self.client: EachlabsClient
         self.session: aiohttp.ClientSession
+        self.budget: RequestBudget
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -157,6 +217,9 @@ class BatchRunner:
             self.config.api_key,
             budget,
             request_timeout=self.limits.request_timeout,
+            max_retry_after=self.limits.max_retry_after,
+            unreachable_after=self.limits.unreachable_after,
+            unreachable_at_start=self.limits.unreachable_at_start,
         )
         self.slots = Slots(self.limits.concurrency)
         for step in self.plan.steps:
@@ -168,7 +231,7 @@ class BatchRunner:
                     job = self.outcome.jobs[step.item.id]
                     if step.action is Action.DOWNLOAD:
                         tg.start_soon(self._download, job)
-                    elif step.action in (Action.POLL, Action.RECONCILE):
+                    elif step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
                         self.slots.force()
                         tg.start_soon(self._in_flight, job, step.action)
                 for step in self.plan.steps:
@@ -185,11 +248,28 @@ class BatchRunner:
                     tg.start_soon(self._in_flight, job, step.action)
         except* AccountError as group:
             self.outcome.account_error = str(group.exceptions[0])
+        except* StorageError as group:
+            self._stopped("storage", group.exceptions[0])
+        except* ApiUnavailableError as group:
+            self._stopped("api_unavailable", group.exceptions[0])
+        except* ApiBrokenError as group:
+            self._stopped("api_broken", group.exceptions[0])
         return self.outcome
 
+    def _stopped(self, kind: str, exc: BaseException) -> None:
+        if self.outcome.stopped is None:
+            self.outcome.stopped = Stop(kind, str(exc))
+            log.error("%s; the run stops, unfinished items are left for the next run", exc)
+        self.stop_submitting()
+
     def stop_submitting(self) -> None:
-        """No new create is sent after this (a signal, an account error, ...)."""
+        """No new create is sent after this (a signal, an account error, ...): creates waiting
+        for the request budget give up at once; creates already on the wire are recorded."""
         self._stop_submitting = True
+        if not self._stopping.is_set():
+            self._stopping.set()
+            if hasattr(self, "budget"):
+                self.budget.notify()
 
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""
@@ -219,9 +299,16 @@ class BatchRunner:
 
     def cancel(self) -> None:
         """End the run now; creates already sent still get their answer recorded."""
-        self._stop_submitting = True
+        self.stop_submitting()
         if self._scope is not None:
             self._scope.cancel()
+
+    def force_cancel(self) -> None:
+        """End the run at once, creates on the wire included (a second Ctrl-C). Their
+        ``submitting`` records stay, so the next run looks their predictions up."""
+        for scope in list(self._shielded):
+            scope.cancel()
+        self.cancel()
 
     # -- one prediction, from create to its end -----------------------------------------------
 
@@ -238,9 +325,13 @@ class BatchRunner:
     async def _run_prediction(self, job: Job, action: Action) -> Prediction | None:
         """Create (unless resuming), poll to the end, resubmit retryable failures."""
         now = anyio.current_time()
-        if action is Action.POLL:
+        if action in (Action.POLL, Action.RECHECK):
             resumed_at = _mono_from_iso(job.state.submitted_ts, now)
             job.submitted_at = now if resumed_at is None else resumed_at
+        if action is Action.RECHECK:
+            action = await self._recheck(job)
+            if action is Action.DONE:
+                return None
         elif action is Action.RECONCILE:
             verdict = await self._reconcile(job)
             if verdict is Verdict.UNDECIDED:
@@ -253,15 +344,19 @@ class BatchRunner:
             prediction = await self._poll(job)
             if prediction is None:
                 return None
-            # A failed or cancelled prediction is not billed; a success costs metrics.cost.
-            billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0.0
+            if prediction.cost_problem:
+                log.warning("%s: %s", job.item.id, prediction.cost_problem)
+            # A failed or cancelled prediction is not billed; a success costs metrics.cost
+            # (unknown: the estimate stands).
+            billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0
             self.spend.settle(job.item.key, billed)
             if prediction.status is RemoteStatus.SUCCESS:
                 await self._record_success(job, prediction)
                 log.info("%s: succeeded (%.0f s)", job.item.id, prediction.predict_time or 0)
                 return prediction
+            retryable = prediction.retryable or await self._upload_went_away(job, prediction)
             retry = (
-                prediction.retryable
+                retryable
                 and job.attempts_this_run < self.limits.max_attempts
                 and not self._stop_submitting
             )
@@ -271,7 +366,7 @@ class BatchRunner:
                 prediction_id=prediction.id,
                 error=prediction.error,
                 error_code=prediction.error_code,
-                retryable=prediction.retryable or None,
+                retryable=retryable or None,
                 cost=prediction.cost,
             )
             if not retry:
@@ -279,6 +374,43 @@ class BatchRunner:
                 return prediction
             log.info("%s: retryable failure (%s); submitting again", job.item.id, prediction.error)
             action = Action.SUBMIT
+
+    async def _recheck(self, job: Job) -> Action:
+        """An item an earlier run gave up on while its prediction may still exist (timed out,
+        lost, unpollable): ask the server once before anything else. Returns POLL to keep
+        watching it (the outcome is then recorded as usual), SUBMIT to create it again
+        (--retry-failed, and the server has no such prediction or it ended in failure), or
+        DONE to leave it as it is."""
+        prediction_id = job.state.prediction_id
+        assert prediction_id is not None
+        try:
+            prediction = await self.client.get(prediction_id)
+        except NotFoundError:
+            log.info(
+                "%s: its prediction %s is still unknown to the server", job.item.id, prediction_id
+            )
+            return Action.SUBMIT if self.config.retry_failed else Action.DONE
+        except (ApiProtocolError, ApiStatusError, TransportError) as exc:
+            log.warning("%s: could not look at its prediction again: %s", job.item.id, exc)
+            return Action.DONE
+        if not prediction.status.terminal or prediction.status is RemoteStatus.SUCCESS:
+            log.info(
+                "%s: its prediction %s is %s after all",
+                job.item.id,
+                prediction_id,
+                prediction.raw_status,
+            )
+            return Action.POLL
+        await self._record(
+            job,
+            JobState.FAILED,
+            prediction_id=prediction_id,
+            error=prediction.error,
+            error_code=prediction.error_code or prediction.status.value,
+            cost=prediction.cost,
+        )
+        self.spend.settle(job.item.key, 0)
+        return Action.SUBMIT if self.config.retry_failed else Action.DONE
 
     async def _record_success(self, job: Job, prediction: Prediction) -> None:
         await self._record(
@@ -318,6 +450,22 @@ class BatchRunner:
             log.info("%s: uploaded %s", item.id, item.image_path.name)
             return url
 
+    async def _upload_went_away(self, job: Job, prediction: Prediction) -> bool:
+        """A prediction failed because the server could not fetch the image we uploaded for it
+        (the upload expired or vanished): forget that upload, so the next attempt uploads the
+        image again. True if that is what happened."""
+        sha = job.item.image_sha256
+        if prediction.error_code != INPUT_DOWNLOAD_ERROR or sha is None or sha not in self.uploads:
+            return False
+        gone = self.uploads.pop(sha)
+        await self.ledger.append(
+            job.item.id, job.item.key, EVENT_UPLOAD_GONE, sha256=sha, public_url=gone
+        )
+        log.warning(
+            "%s: the server could not fetch its uploaded image; it is uploaded again", job.item.id
+        )
+        return True
+
     async def _wait_for_create_window(self) -> None:
         """Hold creates while a 429 pause is on: until one of ours ends or the backoff passes."""
         while (wait := self._creates_paused_until - anyio.current_time()) > 0:
@@ -327,11 +475,26 @@ class BatchRunner:
                 return
 
     async def _submit(self, job: Job) -> bool:
-        """Create the prediction for ``job``; False if it was not created (stopped, refused)."""
+        """Create the prediction for ``job``; False if it was not created (stopped, refused,
+        capped: the ledger says which)."""
         refusals = 0
         failures = 0
         while True:
             if self._stop_submitting:
+                return False
+            if job.attempts_this_run >= self.limits.max_attempts:
+                await self._record(
+                    job,
+                    JobState.FAILED,
+                    error=f"no prediction was made in {job.attempts_this_run} attempts "
+                    "(each create was looked up on the server and found absent)",
+                    error_code=CREATE_FAILED,
+                )
+                log.warning(
+                    "%s: gave up after %d creates that made nothing",
+                    job.item.id,
+                    job.attempts_this_run,
+                )
                 return False
             await self._wait_for_create_window()
             if self._stop_submitting:
@@ -341,9 +504,23 @@ class BatchRunner:
             except AccountError as exc:
                 self._refused(exc)
                 return False
-            except ApiError as exc:
+            except (TransferError, ApiStatusError) as exc:
+                if _permanent(exc):
+                    await self._record(
+                        job,
+                        JobState.FAILED,
+                        error=f"image upload refused: {exc}",
+                        error_code=UPLOAD_REFUSED,
+                    )
+                    log.warning("%s: failed: image upload refused: %s", job.item.id, exc)
+                    return False
                 failures += 1
-                if await self._gave_up(job, failures, f"image upload failed: {exc}"):
+                if await self._leave_pending(job, failures, f"image upload failed: {exc}"):
+                    return False
+                continue
+            except (TransportError, ApiProtocolError) as exc:
+                failures += 1
+                if await self._leave_pending(job, failures, f"image upload failed: {exc}"):
                     return False
                 continue
             if not self._reserve(job):
@@ -353,11 +530,12 @@ class BatchRunner:
             if not isinstance(outcome, (str, AmbiguousCreateError)):
                 self.spend.release(job.item.key)  # it created nothing
             if isinstance(outcome, str):
+                self._nonsense = 0
                 job.submitted_at = anyio.current_time()
                 job.last_poll_at = None
                 log.info("%s: submitted as %s", job.item.id, outcome)
                 return True
-            if isinstance(outcome, AccountError):
+            if outcome is None or isinstance(outcome, AccountError):
                 return False
             if isinstance(outcome, CapacityError):
                 refusals += 1
@@ -369,6 +547,7 @@ class BatchRunner:
                 )
             elif isinstance(outcome, AmbiguousCreateError):
                 log.warning("%s: create answer lost (%s); reconciling", job.item.id, outcome)
+                self._count_nonsense(outcome)
                 verdict = await self._reconcile(job)
                 if verdict is Verdict.FOUND:
                     return True
@@ -376,28 +555,55 @@ class BatchRunner:
                     return False
             elif isinstance(outcome, TransportError):
                 failures += 1
-                if await self._gave_up(job, failures, str(outcome)):
+                if await self._leave_pending(job, failures, str(outcome)):
                     return False
             else:
                 log.warning("%s: create refused: %s", job.item.id, outcome)
                 return False
 
-    async def _create(self, job: Job, request: dict[str, object]) -> str | ApiError:
-        """One create, write-ahead and shielded from cancellation.
+    def _count_nonsense(self, exc: AmbiguousCreateError) -> None:
+        """A create answered, but not with a usable id (5xx, HTML, no id): after several in a
+        row the server is broken, and submitting stops rather than pay per item."""
+        if not exc.answered:
+            return
+        self._nonsense += 1
+        if self._nonsense >= self.limits.broken_after and self.outcome.stopped is None:
+            self._stopped(
+                "api_broken",
+                ApiBrokenError(
+                    f"the API answered {self._nonsense} creates in a row without a usable "
+                    f"prediction id (last: {exc})"
+                ),
+            )
 
-        Once the request may have gone out, its answer is recorded even while the run is being
-        stopped, so a stop never leaves a paid prediction unrecorded. Returns the prediction id,
-        or the error that says what happened (nothing created, or ambiguous).
-        """
-        with anyio.CancelScope(shield=True):
-            return await self._create_recorded(job, request)
-        raise AssertionError("unreachable: a shielded scope is never cancelled")
+    async def _create(self, job: Job, request: dict[str, object]) -> str | ApiError | None:
+        """One create: waits for the request budget (a stop ends the wait: nothing is sent,
+        None), then, shielded from cancellation, writes ``submitting``, sends and records the
+        answer. Returns the prediction id, or the error that says what happened."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._shielded.add(scope)
+            try:
+                return await self._create_recorded(job, request)
+            finally:
+                self._shielded.discard(scope)
+        # Only a second stop (force_cancel) cancels the shielded scope itself.
+        raise anyio.get_cancelled_exc_class()()
 
-    async def _create_recorded(self, job: Job, request: dict[str, object]) -> str | ApiError:
-        await self._record(job, JobState.SUBMITTING, attempt=job.state.attempts + 1)
-        job.attempts_this_run += 1
+    async def _create_recorded(self, job: Job, request: dict[str, object]) -> str | ApiError | None:
+        written = False
+
+        async def write_ahead() -> None:
+            nonlocal written
+            await self._record(job, JobState.SUBMITTING, attempt=job.state.attempts + 1)
+            written = True
+            job.attempts_this_run += 1
+
         try:
-            prediction_id = await self.client.create(job.item.model, request)
+            prediction_id = await self.client.create(
+                job.item.model, request, before_send=write_ahead, abandon=self._stopping
+            )
+        except StopRequested:
+            return None  # never sent, nothing written: the item stays pending
         except AccountError as exc:
             await self._record(job, JobState.PENDING, reason=f"refused: HTTP {exc.status}")
             self._refused(exc)
@@ -408,10 +614,14 @@ class BatchRunner:
             job.attempts_this_run -= 1
             await self._record(job, JobState.PENDING, reason="refused: HTTP 429")
             return exc
-        except TransportError as exc:  # never left this machine: nothing was created
-            job.attempts_this_run -= 1
-            await self._record(job, JobState.PENDING, reason="not sent")
-            return exc
+        except (TransportError, ApiUnavailableError, ApiBrokenError) as exc:
+            # Never sent (no connection), or refused by a redirect: nothing was created.
+            if written:
+                job.attempts_this_run -= 1
+                await self._record(job, JobState.PENDING, reason=f"not created: {exc}")
+            if isinstance(exc, TransportError):
+                return exc
+            raise
         except ApiStatusError as exc:  # a 4xx that created nothing
             await self._record(
                 job,
@@ -423,20 +633,42 @@ class BatchRunner:
         await self._record(job, JobState.SUBMITTED, prediction_id=prediction_id)
         return prediction_id
 
-    async def _gave_up(self, job: Job, failures: int, message: str) -> bool:
-        """Back off after a failure that created nothing; True (recorded failed) after a few."""
-        if failures > 5:
-            await self._record(job, JobState.FAILED, error=message, error_code="NETWORK_ERROR")
-            log.warning("%s: failed: %s", job.item.id, message)
+    async def _leave_pending(self, job: Job, failures: int, message: str) -> bool:
+        """Back off after a failure that created nothing; after a few, True: the item is left
+        pending for the next run (never failed for a network reason)."""
+        if failures > MAX_UPLOAD_FAILURES:
+            log.warning("%s: left pending after %d failures: %s", job.item.id, failures, message)
             return True
+        log.warning("%s: %s; trying again", job.item.id, message)
         await anyio.sleep(policy.backoff(failures, base=1.0, cap=30.0, rng=self.rng))
         return False
 
     async def _reconcile(self, job: Job) -> Verdict:
-        """Settle a create whose answer was lost: attach to its prediction, or free the item."""
-        verdict, found = await find_prediction(
-            self.client, job.item, job.state, self.uploads, exclude=self.known_ids
-        )
+        """Settle a create whose answer was lost: attach to its prediction, or free the item.
+
+        The executions list may lag: the prediction counts as absent only once lookups have
+        shown nothing for ``reconcile_settle`` seconds after the create was sent; a lookup that
+        fails is retried within that time too.
+        """
+        start = anyio.current_time()
+        sent = _mono_from_iso(job.state.submitting_ts, start)
+        settled_at = (start if sent is None else sent) + self.limits.reconcile_settle
+        looks = 0
+        while True:
+            verdict, found = await find_prediction(
+                self.client, job.item, job.state, self.uploads, exclude=self.known_ids
+            )
+            looks += 1
+            now = anyio.current_time()
+            if verdict is Verdict.FOUND or now >= settled_at:
+                break
+            wait = min(settled_at - now, policy.backoff(looks, base=1.0, cap=30.0, rng=self.rng))
+            log.info(
+                "%s: its create is not in the executions list yet; looking again in %.1f s",
+                job.item.id,
+                wait,
+            )
+            await anyio.sleep(wait)
         if verdict is Verdict.FOUND:
             assert found is not None
             await self._record(job, JobState.SUBMITTED, prediction_id=found, reconciled=True)
@@ -463,17 +695,21 @@ class BatchRunner:
     # -- poll ----------------------------------------------------------------------------------
 
     async def _poll(self, job: Job) -> Prediction | None:
-        """Poll until the prediction ends; None if it was lost or the run stopped."""
+        """Poll until the prediction ends; None if it was given up on (recorded) or the run
+        stopped.
+
+        ``--item-timeout`` counts the time this run has watched the prediction, and is applied
+        only after a poll: a prediction resumed after a long pause is asked first.
+        """
         prediction_id = job.state.prediction_id
         assert prediction_id is not None
         submitted = job.submitted_at if job.submitted_at is not None else anyio.current_time()
-        not_found = 0
+        deadline = max(anyio.current_time(), submitted) + self.limits.item_timeout
+        missing_since: float | None = None
         errors = 0
+        last_error: ApiError | None = None
         while True:
             now = anyio.current_time()
-            if now - submitted > self.limits.item_timeout:
-                await self._time_out(job, prediction_id)
-                return None
             at = policy.next_poll_at(
                 now=now,
                 submitted_at=submitted,
@@ -482,6 +718,12 @@ class BatchRunner:
                 poll_min=self.limits.poll_min,
                 spare=self.budget.spare(),
             )
+            trouble = errors + (0 if missing_since is None else 1 + int(now - missing_since))
+            if trouble:
+                pause = policy.backoff(
+                    min(trouble, 10), base=self.limits.poll_min, cap=60.0, rng=self.rng
+                )
+                at = max(at, now + pause)
             await anyio.sleep(at - now)
             last_miss = job.last_poll_at
             age_last = 0.0 if last_miss is None else last_miss - submitted
@@ -491,54 +733,99 @@ class BatchRunner:
                     priority=partial(self._poll_priority, submitted, age_last),
                 )
             except NotFoundError:
-                not_found += 1
-                if not_found >= MAX_NOT_FOUND:
+                now = anyio.current_time()
+                if missing_since is None:
+                    missing_since = now
+                    log.warning(
+                        "%s: the server does not know prediction %s (yet?); polling on",
+                        job.item.id,
+                        prediction_id,
+                    )
+                elif now - missing_since >= self.limits.lost_after:
+                    if await listed(self.client, job.item, job.state, prediction_id):
+                        log.info(
+                            "%s: %s is listed in executions; polling on", job.item.id, prediction_id
+                        )
+                        missing_since = now
+                        continue
                     await self._record(
                         job,
                         JobState.FAILED,
-                        error="the server does not know this prediction",
-                        error_code="NOT_FOUND",
+                        prediction_id=prediction_id,
+                        error=f"the server has not known prediction {prediction_id} for "
+                        f"{now - missing_since:.0f} s and does not list it; a later run asks again",
+                        error_code=LOST,
                     )
                     return None
                 continue
             except AccountError:
                 self.stop_submitting()
                 raise
-            except ApiError as exc:
+            except (ApiProtocolError, ApiStatusError, TransportError) as exc:
                 errors += 1
-                log.debug("%s: poll failed (%s); retrying", job.item.id, exc)
-                await anyio.sleep(policy.backoff(errors, base=1.0, cap=30.0, rng=self.rng))
-                continue
-            finally:
-                job.last_poll_at = anyio.current_time()
-            not_found = errors = 0
-            seen = job.last_poll_at  # the answer's arrival: when we know
-            if prediction.sent_at is not None:
-                job.last_poll_at = prediction.sent_at  # what the server saw: when it was asked
-            if prediction.status.terminal:
-                if self.observer is not None:
-                    self.observer(prediction_id, seen)
-                if prediction.status is RemoteStatus.SUCCESS:
-                    self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
-                return prediction
+                last_error = exc
+                if errors == 1 or errors % LOG_EVERY == 0:
+                    log.warning("%s: poll failed (%s); polling on", job.item.id, exc)
+                refused = _permanent(exc) or isinstance(exc, ApiProtocolError)
+                if refused and errors >= MAX_POLL_REFUSALS:
+                    await self._record(
+                        job,
+                        JobState.FAILED,
+                        prediction_id=prediction_id,
+                        error=f"{errors} polls in a row were refused: {exc}; a later run asks "
+                        "again",
+                        error_code=POLL_ERROR,
+                    )
+                    return None
+            else:
+                missing_since = None
+                errors = 0
+                seen = anyio.current_time()  # the answer's arrival: when we know
+                job.last_poll_at = seen
+                if prediction.sent_at is not None:
+                    job.last_poll_at = prediction.sent_at  # what the server saw: when it was asked
+                if prediction.status.terminal:
+                    if self.observer is not None:
+                        self.observer(prediction_id, seen)
+                    if prediction.status is RemoteStatus.SUCCESS:
+                        self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
+                    return prediction
+            if anyio.current_time() > deadline:
+                return await self._time_out(job, prediction_id, last_error if errors else None)
 
     def _poll_priority(self, submitted: float, age_last: float, now: float) -> float:
         """Lower goes first: minus the chance this poll finds the prediction finished."""
         return -policy.poll_score(self.runtimes, now - submitted, age_last)
 
-    async def _time_out(self, job: Job, prediction_id: str) -> None:
-        """Cancel a prediction past ``--item-timeout`` and record it as failed (timeout)."""
+    async def _time_out(
+        self, job: Job, prediction_id: str, poll_error: ApiError | None
+    ) -> Prediction | None:
+        """Cancel a prediction past ``--item-timeout``, then look once more: cancel is best
+        effort, and a prediction that succeeded anyway is kept (and billed). Otherwise the item
+        is recorded as failed (timeout, or the poll error that kept us blind)."""
         try:
             await self.client.cancel(prediction_id)
         except ApiError as exc:
             log.warning("%s: cancel after timeout failed: %s", job.item.id, exc)
+        try:
+            after = await self.client.get(prediction_id)
+        except ApiError:
+            after = None
+        if after is not None and after.status is RemoteStatus.SUCCESS:
+            log.info("%s: succeeded after all while being cancelled", job.item.id)
+            return after
+        watched = self.limits.item_timeout
+        if poll_error is not None:
+            error = f"no usable answer to polls for {watched:.0f} s: {poll_error}; cancelled"
+            code = POLL_ERROR
+        else:
+            error = f"no result after {watched:.0f} s of watching: cancelled"
+            code = TIMEOUT
         await self._record(
-            job,
-            JobState.FAILED,
-            error=f"no result after {self.limits.item_timeout:.0f} s: cancelled",
-            error_code="timeout",
+            job, JobState.FAILED, prediction_id=prediction_id, error=error, error_code=code
         )
-        self.spend.settle(job.item.key, 0.0)  # a cancelled prediction is not billed
+        self.spend.settle(job.item.key, 0)  # a cancelled prediction is not billed
+        return None
 
     # -- download ------------------------------------------------------------------------------
 
@@ -552,7 +839,13 @@ class BatchRunner:
                     break
                 try:
                     got = await fetch_video(
-                        self.session, url, dest, seconds=self.limits.download_timeout
+                        self.session,
+                        url,
+                        dest,
+                        seconds=self.limits.download_timeout,
+                        stall=self.limits.transfer_stall,
+                        max_bytes=self.limits.max_video_bytes,
+                        label=item.id,
                     )
                 except DownloadError as exc:
                     if exc.status in GONE and fresh_url_tries == 0 and job.state.prediction_id:
@@ -563,6 +856,14 @@ class BatchRunner:
                         job, JobState.FAILED, error=str(exc), error_code=DOWNLOAD_FAILED
                     )
                     log.warning("%s: download failed: %s", item.id, exc)
+                    return
+                except StorageError as exc:
+                    if _disk_wide(exc):
+                        raise
+                    await self._record(
+                        job, JobState.FAILED, error=str(exc), error_code=DOWNLOAD_FAILED
+                    )
+                    log.warning("%s: cannot save its video: %s", item.id, exc)
                     return
                 await self._record(
                     job,
@@ -585,6 +886,12 @@ class BatchRunner:
             return False
         await self._record_success(job, prediction)
         return True
+
+
+def _permanent(exc: Exception) -> bool:
+    """A refusal that asking again will not change: a 4xx other than 408 (timeout) and 429."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
 async def verify_done(output_dir: Path, state: KeyState) -> bool:

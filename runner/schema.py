@@ -27,11 +27,15 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from runner.client import EachlabsClient
+from runner.config import read_regular_file
 from runner.errors import ApiError, NotFoundError
 from runner.findings import ERROR, WARNING
 from runner.ledger import now_iso
 
 CACHE_NAME = "model-schemas.json"
+#: The largest schema cache read. A model's schema is a few KB and a batch uses a few models;
+#: a cache past this is not one the runner wrote, and is ignored like a corrupt one.
+MAX_CACHE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,15 @@ async def look_up(
 
 
 def read_cache(path: Path) -> dict[str, ModelSchema]:
-    """The cached schemas by slug; empty if the cache is missing or unreadable."""
+    """The cached schemas by slug; empty if the cache is missing or unreadable.
+
+    Only a regular file of at most ``MAX_CACHE_BYTES`` is read (a FIFO or a device is not
+    waited on); one larger, not JSON or nested past the parser's depth counts as unreadable.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = read_regular_file(path, MAX_CACHE_BYTES + 1)
+        data = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_CACHE_BYTES else None
+    except (OSError, ValueError, RecursionError):
         return {}
     found: dict[str, ModelSchema] = {}
     entries = data.get("models") if isinstance(data, dict) else None

@@ -13,33 +13,45 @@ records (``recorded_spend``), and predictions resumed in flight are counted with
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
-from runner.cost import EPSILON
+from runner.money import ZERO, usd
+
+Amount = Decimal | float | int
+
+
+def _amount(value: Amount) -> Decimal:
+    amount = usd(value)
+    if amount is None or amount < 0:
+        raise ValueError(f"not an amount of money: {value!r}")
+    return amount
 
 
 class SpendLimit:
-    """Spent and reserved USD against an optional budget (None: no cap, everything fits)."""
+    """Spent and reserved USD against an optional budget (None: no cap, everything fits).
 
-    def __init__(self, budget_usd: float | None, *, spent_before: float = 0.0) -> None:
-        if budget_usd is not None and budget_usd < 0:
-            raise ValueError("a budget cannot be negative")
-        self.budget_usd = budget_usd
-        self.spent = spent_before
-        self._reserved: dict[str, float] = {}
+    Amounts are Decimal inside; callers may pass floats from configuration, read through their
+    shortest repr.
+    """
+
+    def __init__(self, budget_usd: Amount | None, *, spent_before: Amount = ZERO) -> None:
+        self.budget_usd = None if budget_usd is None else _amount(budget_usd)
+        self.spent = _amount(spent_before)
+        self._reserved: dict[str, Decimal] = {}
 
     @property
-    def reserved(self) -> float:
+    def reserved(self) -> Decimal:
         """The estimates of predictions created (or about to be) and not yet settled."""
-        return sum(self._reserved.values())
+        return sum(self._reserved.values(), ZERO)
 
-    def fits(self, estimate: float) -> bool:
+    def fits(self, estimate: Amount) -> bool:
         """Whether one more prediction of ``estimate`` stays within the budget."""
         if self.budget_usd is None:
             return True
-        return self.spent + self.reserved + estimate <= self.budget_usd + EPSILON
+        return self.spent + self.reserved + _amount(estimate) <= self.budget_usd
 
-    def reserve(self, key: str, estimate: float) -> bool:
+    def reserve(self, key: str, estimate: Amount) -> bool:
         """Reserve ``estimate`` for the create of ``key``; False (nothing reserved) if over budget.
 
         Raises ValueError if ``key`` holds a reservation already: settle or release it first.
@@ -48,41 +60,42 @@ class SpendLimit:
             raise ValueError(f"item {key} already holds a reservation")
         if not self.fits(estimate):
             return False
-        self._reserved[key] = estimate
+        self._reserved[key] = _amount(estimate)
         return True
 
     def holds(self, key: str) -> bool:
         """Whether ``key`` holds a reservation now."""
         return key in self._reserved
 
-    def hold(self, key: str, estimate: float) -> None:
+    def hold(self, key: str, estimate: Amount) -> None:
         """Count a prediction that already exists (resumed in flight) whatever the budget."""
-        self._reserved[key] = self._reserved.get(key, 0.0) + estimate
+        self._reserved[key] = self._reserved.get(key, ZERO) + _amount(estimate)
 
-    def settle(self, key: str, cost: float | None) -> None:
+    def settle(self, key: str, cost: Amount | None) -> None:
         """The prediction of ``key`` ended: its actual ``cost`` replaces the reservation.
 
-        ``cost`` None keeps the estimate as spent. A key without a reservation adds ``cost``.
+        ``cost`` None (unknown) keeps the estimate as spent. A key without a reservation adds
+        ``cost``.
         """
         estimate = self._reserved.pop(key, None)
-        amount = cost if cost is not None else estimate
-        self.spent += amount or 0.0
+        amount = _amount(cost) if cost is not None else estimate
+        self.spent += amount or ZERO
 
     def release(self, key: str) -> None:
         """The create of ``key`` created nothing: drop its reservation (if any)."""
         self._reserved.pop(key, None)
 
 
-def recorded_spend(records: Iterable[Mapping[str, Any]]) -> float:
+def recorded_spend(records: Iterable[Mapping[str, Any]]) -> Decimal:
     """The batch's spend so far: the last cost recorded for each prediction in the ledger.
 
     A prediction may be recorded more than once (a re-poll for a fresh URL writes another
     ``succeeded``), so costs are counted per prediction id, never per record.
     """
-    costs: dict[str, float] = {}
+    costs: dict[str, Decimal] = {}
     for record in records:
-        cost = record.get("cost")
+        cost = usd(record.get("cost"))
         prediction = record.get("prediction_id")
-        if isinstance(cost, int | float) and not isinstance(cost, bool) and prediction:
-            costs[str(prediction)] = float(cost)
-    return sum(costs.values())
+        if cost is not None and cost >= 0 and prediction:
+            costs[str(prediction)] = cost
+    return sum(costs.values(), ZERO)

@@ -1,102 +1,66 @@
-"""The simulator's HTTP server: the Eachlabs API routes, presigned uploads, storage and the CDN.
+"""The simulator's HTTP server: the Eachlabs API routes, beside a second origin for files.
 
 Routes turn requests into calls on ``state.Account`` and answer with the contract's shapes. Each
 prediction has one task (in the simulator's task group) that fetches its image, has the video
-rendered in a worker thread, and ends the prediction when its outcome is due to show. The server
-listens on loopback only: it accepts any key and fetches any URL it is given.
+rendered in a worker thread, and ends the prediction when its outcome is due to show. Uploads,
+storage and the CDN are another host (``files.FileHost``, its own listener), as they are for the
+real service. Both listen on loopback only: the API accepts any key and fetches any URL it is
+given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import io
 import json
-import secrets
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
-from yarl import URL
 
 from runner.models import MODELS
 from runner.simulator import state
 from runner.simulator.config import SimConfig
+from runner.simulator.files import (
+    LOOPBACK_HOSTS,
+    MAX_UPLOAD_BYTES,
+    UPLOAD_TYPES,
+    FileHost,
+    OwnImage,
+)
+from runner.simulator.listener import Listener, request_id
 from runner.simulator.state import Account, Prediction, RequestWindow, SimStats
 from runner.simulator.video import RenderError, motion_for, render_mp4
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-#: The contract's upload limits: 100 MB a file, presigned URLs live 15 minutes (not scaled).
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
-PRESIGN_TTL = 15 * 60.0
-UPLOAD_TYPES = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-}
 #: The contract's generic image limits: at most 20 MB, 64-8192 px a side.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 IMAGE_SIDES = (64, 8192)
-#: How long the server waits for running handlers when it stops (a held create, a slow download).
-SHUTDOWN_GRACE = 0.25
+#: The file host listens here, on a port of its own: another origin than the API.
+FILE_HOST = "127.0.0.1"
+#: What a create with ``create_bad_answer="html"`` answers, as a proxy in front of an API might.
+BAD_GATEWAY_HTML = "<html><body>Bad gateway</body></html>"
 
 DEFAULT_CONFIG = SimConfig()
-REQUEST_ID = web.RequestKey("request_id", str)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FetchError(Exception):
     """An image URL could not be fetched (the prediction ends in INPUT_DOWNLOAD_ERROR)."""
 
 
-@dataclass
-class Upload:
-    """One presigned upload slot and, once PUT, its bytes."""
-
-    id: str
-    content_type: str
-    name: str  # the public file name, "<id><ext>"
-    created: float
-    data: bytes | None = None
-
-
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """``(first, last)`` byte of a single ``bytes=`` range; None to ignore the header.
-
-    As RFC 9110 says, a malformed range (or several, which this CDN does not serve) is ignored
-    and the whole file sent; a valid one that misses the file raises ValueError (416).
-    """
-    unit, _, spec = header.partition("=")
-    first_text, dash, last_text = (part.strip() for part in spec.partition("-"))
-    numbers = [text for text in (first_text, last_text) if text]
-    if unit.strip().lower() != "bytes" or not dash or not numbers:
-        return None
-    if not all(text.isdigit() for text in numbers):
-        return None
-    if not first_text:  # a suffix: the last N bytes
-        if int(last_text) == 0:
-            raise ValueError("an empty suffix range")
-        return max(0, size - int(last_text)), size - 1
-    first = int(first_text)
-    if last_text and int(last_text) < first:
-        return None
-    if first >= size:
-        raise ValueError("the range starts beyond the file")
-    last = min(int(last_text), size - 1) if last_text else size - 1
-    return first, last
+def _bad_answer(kind: str) -> web.Response:
+    """A create's answer under ``create_bad_answer``: 200 ``{}``, 200 HTML, or a JSON 500."""
+    if kind == "empty":
+        return _json({})
+    if kind == "html":
+        return web.Response(text=BAD_GATEWAY_HTML, content_type="text/html")
+    return _json({"error": "internal server error"}, 500)
 
 
 def image_problem(data: bytes) -> str | None:
@@ -117,7 +81,9 @@ def image_problem(data: bytes) -> str | None:
 class Simulator:
     """The built-in Eachlabs API on loopback: ``async with Simulator(config) as sim: ...``.
 
-    ``base_url`` (set on entry) is where the client points; ``stats`` counts what it did.
+    ``base_url`` (set on entry) is where the client points; ``cdn_base_url`` is the other origin
+    that takes uploads and serves storage and output videos; ``stats`` counts what clients did.
+    ``set_reachable`` takes the API off the network and back.
     """
 
     def __init__(
@@ -129,15 +95,16 @@ class Simulator:
         self.host = host
         self.port = port
         self.base_url = ""
+        self.cdn_base_url = ""
         self.stats = SimStats()
         self._account = Account(config, self.stats)
         self._window = (
             RequestWindow(config.rate_limit, config.rate_window) if config.rate_limit else None
         )
-        self._uploads: dict[str, Upload] = {}  # by id and by public name
+        self._files = FileHost(config, self.stats, self._account)
+        self._api = Listener(self._api_app, host, port)
+        self._cdn = Listener(self._files.app, FILE_HOST, cancel_on_disconnect=True)
         self._renders: dict[tuple[str, str], asyncio.Future[bytes]] = {}
-        self._secret = secrets.token_bytes(16)
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._driver: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -151,19 +118,14 @@ class Simulator:
         try:
             await started
             self._session = aiohttp.ClientSession()
-            app = web.Application(
-                middlewares=[self._request_id], client_max_size=MAX_UPLOAD_BYTES + 1
-            )
-            self._add_routes(app)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            await self._cdn.start()
+            self.cdn_base_url = self._files.base_url = self._cdn.base_url
+            await self._api.start()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        self.port = int(self._runner.addresses[0][1])
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{host}:{self.port}"
+        self.port = self._api.port
+        self.base_url = self._api.base_url
         return self
 
     async def __aexit__(
@@ -176,8 +138,8 @@ class Simulator:
 
         Raises what a prediction task raised by mistake (a bug in the simulator).
         """
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._api.stop()
+        await self._cdn.stop()
         driver, self._driver = self._driver, None
         if driver is not None:
             driver.cancel()
@@ -195,7 +157,25 @@ class Simulator:
             started.set_result(None)
             await asyncio.Event().wait()
 
-    def _add_routes(self, app: web.Application) -> None:
+    @property
+    def reachable(self) -> bool:
+        """Whether the API listens (see ``set_reachable``)."""
+        return self._api.running
+
+    async def set_reachable(self, reachable: bool) -> None:
+        """Take the API off the network (False) or put it back on its port (True).
+
+        Unreachable, the API's socket and connections are closed, so connections are refused
+        and requests under way are cut off; predictions keep running and the file host stays
+        up. Raises OSError if the port was taken in between.
+        """
+        if reachable:
+            await self._api.start()
+        else:
+            await self._api.stop()
+
+    def _api_app(self) -> web.Application:
+        app = web.Application(middlewares=[request_id], client_max_size=MAX_UPLOAD_BYTES + 1)
         r = app.router
         r.add_post("/v1/prediction", self._create)
         r.add_post("/v1/prediction/", self._create)
@@ -205,24 +185,8 @@ class Simulator:
         r.add_get("/v1/models", self._models)
         r.add_get("/v1/executions", self._executions)
         r.add_post("/v1/upload/presign", self._presign)
-        r.add_put("/upload/{id}", self._put)
-        r.add_get("/storage/{name}", self._storage)
-        r.add_get("/cdn/{name}", self._cdn)
         r.add_get("/_sim/stats", self._stats)
-
-    @web.middleware
-    async def _request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Echo the client's X-Request-Id (or make one) on every answer."""
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        request[REQUEST_ID] = request_id
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers["X-Request-Id"] = request_id
-            raise
-        if not response.prepared:
-            response.headers["X-Request-Id"] = request_id
-        return response
+        return app
 
     # -- the API's gate: accounting, request rate, key --------------------------------------------
 
@@ -255,9 +219,19 @@ class Simulator:
         after = self.config.retry_after
         return _json(body, 429, {"Retry-After": f"{after:g}"} if after is not None else None)
 
+    def _redirect(self, request: web.Request, status: int, base: str) -> web.Response:
+        """Send the client to the same path and query on ``base`` (another origin), before any
+        accounting: the front door answers, not the API."""
+        self.stats.redirects += 1
+        return web.Response(
+            status=status, headers={"Location": base.rstrip("/") + request.raw_path}
+        )
+
     # -- predictions -----------------------------------------------------------------------------
 
     async def _create(self, request: web.Request) -> web.Response:
+        if self.config.redirect_creates_to is not None:
+            return self._redirect(request, 307, self.config.redirect_creates_to)
         refusal = self._gate(request, "create")
         if refusal is not None:
             return refusal
@@ -282,26 +256,35 @@ class Simulator:
         if refused is not None:
             status, answer = refused
             return self._too_many(answer) if status == 429 else _json(answer, status)
+        bad = self._account.bad_answer()
+        if bad is not None and not self.config.create_bad_answer_creates:
+            return _bad_answer(bad)  # the server broke before it created anything
         loop = asyncio.get_running_loop()
-        own, image = self._own_upload(str(given[info.image_field]))
+        url = str(given[info.image_field])
+        own = self._files.own_image(url, loop.time())
+        image = own.data if own is not None else None
         digest = hashlib.sha256(image).hexdigest() if image is not None else None
         pred = self._account.create(model, json.loads(json.dumps(given)), loop.time(), digest)
-        self._task_group.create_task(self._run(pred, str(given[info.image_field]), own, image))
+        self._task_group.create_task(self._run(pred, url, own))
         rate = self.config.create_fault_rate
         fault = rate > 0 and self._account.rng.random() < rate
         if self.config.create_delay > 0:
             await asyncio.sleep(self.config.create_delay)
         if fault:
             return web.Response(status=500, text="upstream error")
+        if bad is not None:
+            return _bad_answer(bad)
         return _json(
             {
                 "status": "success",
                 "message": "Prediction created successfully",
-                "predictionID": pred.id,
+                "predictionID": self.config.create_answer_id or pred.id,
             }
         )
 
     async def _get(self, request: web.Request) -> web.Response:
+        if self.config.redirect_polls_to is not None:
+            return self._redirect(request, 302, self.config.redirect_polls_to)
         refusal = self._gate(request, "get")
         if refusal is not None:
             return refusal
@@ -309,7 +292,16 @@ class Simulator:
         if pred is None:
             return _json({"error": "Prediction not found"}, 404)
         now = asyncio.get_running_loop().time()
-        return _json(self._account.envelope(pred, now, self._video_url(pred), self.base_url))
+        if self._account.poll_hidden(pred, now):
+            return _json({"status": 404, "error": "not found"}, 404)
+        if self._account.poll_fails():
+            status = self.config.poll_error_status
+            return _json(
+                {"error": "internal server error"} if status and status >= 500 else {},
+                status or 500,
+            )
+        video_url = self._files.video_url(pred)
+        return _json(self._account.envelope(pred, now, video_url, self.base_url))
 
     async def _cancel(self, request: web.Request) -> web.Response:
         refusal = self._gate(request, "cancel")
@@ -330,22 +322,12 @@ class Simulator:
             raise RuntimeError("the simulator is not running")
         return self._tg
 
-    def _own_upload(self, url: str) -> tuple[bool, bytes | None]:
-        """``(is one of ours, its bytes if uploaded)`` for an image URL."""
-        try:
-            parsed = URL(url)
-        except ValueError:
-            return False, None
-        ours = parsed.host in LOOPBACK_HOSTS | {self.host} and parsed.port == self.port
-        if not ours or not parsed.path.startswith("/storage/"):
-            return False, None
-        upload = self._uploads.get(parsed.name)
-        return True, upload.data if upload is not None else None
-
-    async def _run(self, pred: Prediction, url: str, own: bool, image: bytes | None) -> None:
-        """Fetch the image, render the video, and end the prediction when its outcome is due."""
+    async def _run(self, pred: Prediction, url: str, own: OwnImage | None) -> None:
+        """Fetch the image (unless it is one of the file host's), render the video, and end the
+        prediction when its outcome is due."""
         loop = asyncio.get_running_loop()
         failure: state.Failure | None = None
+        image = own.data if own is not None else None
         try:
             if image is None:
                 image = await self._fetch(url, own)
@@ -371,10 +353,10 @@ class Simulator:
         await asyncio.sleep(due - loop.time())
         self._account.finish(pred, "success" if pred.failure is None else "error", loop.time())
 
-    async def _fetch(self, url: str, own: bool) -> bytes:
+    async def _fetch(self, url: str, own: OwnImage | None) -> bytes:
         """The bytes at an image URL; FetchError if they cannot be had within fetch_timeout."""
-        if own:
-            raise FetchError(f"{url}: HTTP 404 (nothing was uploaded there)")
+        if own is not None:
+            raise FetchError(f"{url}: HTTP 404 ({own.missing})")
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=self.config.fetch_timeout)
         try:
@@ -418,20 +400,6 @@ class Simulator:
         done.set_result(video)
         return video
 
-    def _video_url(self, pred: Prediction) -> str | None:
-        """A fresh CDN URL for a finished video; signed with an expiry when url_ttl is set."""
-        if pred.ended != "success":
-            return None
-        url = f"{self.base_url}/cdn/{pred.id}.mp4"
-        if self.config.url_ttl is None:
-            return url
-        expires = f"{time.time() + self.config.url_ttl:.3f}"
-        return f"{url}?exp={expires}&sig={self._sign(pred.id, expires)}"
-
-    def _sign(self, *parts: str) -> str:
-        message = ":".join(parts).encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
-
     # -- models and executions -------------------------------------------------------------------
 
     async def _model(self, request: web.Request) -> web.Response:
@@ -473,8 +441,8 @@ class Simulator:
         except state.QueryError as exc:
             return _json({"error": str(exc)}, 400)
         now = asyncio.get_running_loop().time()
-        page, total = state.select_executions(self._account.predictions.values(), query, now)
-        rows = [self._account.execution_row(p, now, self._video_url(p)) for p in page]
+        page, total = state.select_executions(self._account.listed(now), query, now)
+        rows = [self._account.execution_row(p, now, self._files.video_url(p)) for p in page]
         return _json(
             {
                 "executions": rows,
@@ -485,7 +453,7 @@ class Simulator:
             }
         )
 
-    # -- uploads, storage, CDN (not API requests, apart from the presign) ------------------------
+    # -- uploads: the presign is the API's; the PUT, storage and CDN are the file host's ----------
 
     async def _presign(self, request: web.Request) -> web.Response:
         refusal = self._gate(request, "presign")
@@ -502,98 +470,7 @@ class Simulator:
             return _json({"error": f"content_type must be one of {sorted(UPLOAD_TYPES)}"}, 400)
         if body.get("file_type", "image") != "image":
             return _json({"error": "file_type must be image"}, 400)
-        now = asyncio.get_running_loop().time()
-        upload_id = uuid.uuid4().hex
-        upload = Upload(upload_id, content_type, upload_id + UPLOAD_TYPES[content_type], now)
-        self._uploads[upload.id] = self._uploads[upload.name] = upload
-        self.stats.presigns += 1
-        signature = self._sign("put", upload_id)
-        return _json(
-            {
-                "id": upload_id,
-                "presigned_url": f"{self.base_url}/upload/{upload_id}?X-Amz-Expires="
-                f"{PRESIGN_TTL:.0f}&X-Amz-Signature={signature}",
-                "public_url": f"{self.base_url}/storage/{upload.name}",
-                "expires_at": state.rfc3339(time.time() + PRESIGN_TTL),
-                "required_headers": {"Content-Type": content_type, "x-amz-acl": "public-read"},
-            }
-        )
-
-    async def _put(self, request: web.Request) -> web.Response:
-        """The presigned PUT: signature, expiry and the required headers, as S3 checks them."""
-        upload = self._uploads.get(request.match_info["id"])
-        signature = request.query.get("X-Amz-Signature", "")
-        if upload is None or not hmac.compare_digest(signature, self._sign("put", upload.id)):
-            return web.Response(status=403, text="SignatureDoesNotMatch")
-        if asyncio.get_running_loop().time() > upload.created + PRESIGN_TTL:
-            return web.Response(status=403, text="Request has expired")
-        if request.headers.get("Content-Type") != upload.content_type:
-            return web.Response(status=403, text="SignatureDoesNotMatch: Content-Type")
-        if request.headers.get("x-amz-acl") != "public-read":
-            return web.Response(status=403, text="SignatureDoesNotMatch: x-amz-acl")
-        if (request.content_length or 0) > MAX_UPLOAD_BYTES:
-            return web.Response(status=413, text="EntityTooLarge")
-        try:
-            data = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=413, text="EntityTooLarge")
-        if len(data) > MAX_UPLOAD_BYTES:
-            return web.Response(status=413, text="EntityTooLarge")
-        upload.data = data
-        self.stats.uploads += 1
-        return web.Response(status=200, headers={"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
-
-    async def _storage(self, request: web.Request) -> web.Response:
-        upload = self._uploads.get(request.match_info["name"])
-        if upload is None or upload.data is None or upload.name != request.match_info["name"]:
-            return web.Response(status=404, text="NoSuchKey")
-        return web.Response(body=upload.data, content_type=upload.content_type)
-
-    async def _cdn(self, request: web.Request) -> web.StreamResponse:
-        """An output video: Range (206), expiring signed URLs (403), and truncated transfers."""
-        c = self.config
-        self.stats.downloads += 1
-        name = request.match_info["name"]
-        pred = self._account.predictions.get(name.removesuffix(".mp4"))
-        if (
-            not name.endswith(".mp4")
-            or pred is None
-            or pred.video is None
-            or pred.ended != "success"
-        ):
-            return web.Response(status=404, text="Not Found")
-        if c.url_ttl is not None:
-            expires, signature = request.query.get("exp", ""), request.query.get("sig", "")
-            if not hmac.compare_digest(signature, self._sign(pred.id, expires)):
-                return web.Response(status=403, text="AccessDenied: bad signature")
-            if float(expires) < time.time():
-                return web.Response(status=403, text="AccessDenied: Request has expired")
-        video = pred.video
-        headers = {"Content-Type": "video/mp4", "Accept-Ranges": "bytes" if c.cdn_range else "none"}
-        first, last, status = 0, len(video) - 1, 200
-        if c.cdn_range and "Range" in request.headers:
-            try:
-                wanted = parse_range(request.headers["Range"], len(video))
-            except ValueError:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(video)}"})
-            if wanted is not None:
-                (first, last), status = wanted, 206
-                headers["Content-Range"] = f"bytes {first}-{last}/{len(video)}"
-        body = video[first : last + 1]
-        headers["X-Request-Id"] = request[REQUEST_ID]
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = len(body)
-        rate = c.truncate_downloads_rate
-        truncate = rate > 0 and self._account.rng.random() < rate
-        await response.prepare(request)
-        if truncate:  # promise everything, send part, hang up
-            await response.write(body[: len(body) // 2])
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write(body)
-        await response.write_eof()
-        return response
+        return _json(self._files.presign(content_type, asyncio.get_running_loop().time()))
 
     async def _stats(self, request: web.Request) -> web.Response:
         return _json(self.stats.summary())
@@ -602,5 +479,9 @@ class Simulator:
 async def serve_forever(config: SimConfig, host: str, port: int) -> None:
     """Run a simulator until cancelled (``i2v-runner simulate``), announcing its URL on stdout."""
     async with Simulator(config, host=host, port=port) as sim:
-        print(f"simulator listening on {sim.base_url}", flush=True)
+        print(
+            f"simulator listening on {sim.base_url}\n"
+            f"uploads, storage and CDN on {sim.cdn_base_url}",
+            flush=True,
+        )
         await asyncio.Event().wait()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from runner.models import HAILUO_I2V_PRICE_USD
 
 OUTPUT_SHAPES = frozenset({"list", "string", "json_string", "object_url", "object_video_url"})
 ERROR_SHAPES = frozenset({"full", "dispatch", "logs"})
+#: What a create with a bad answer says: 200 ``{}``, 200 HTML, or 500 with a JSON error.
+BAD_ANSWERS = frozenset({"empty", "html", "500"})
 
 #: The fields holding durations in seconds; ``scaled`` divides each of them.
 _TIME_FIELDS = (
@@ -26,6 +29,9 @@ _TIME_FIELDS = (
     "rate_window",
     "url_ttl",
     "retry_after",
+    "executions_lag",
+    "poll_not_found_for",
+    "storage_ttl",
 )
 
 
@@ -62,6 +68,23 @@ class SimConfig:
     fetch_timeout: float = 5.0  # fetching an image URL that is not one of its own uploads
     executions_enabled: bool = True  # False: /v1/executions answers 404 (an older server)
     seed: int = 0  # every random draw comes from random.Random(seed)
+    # -- a hostile server: every switch below is off by default ---------------------------------
+    create_bad_answer: str | None = None  # one of BAD_ANSWERS: what a bad create answer says
+    create_bad_answer_rate: float = 1.0  # the share of creates answered so (the switch set)
+    create_bad_answer_creates: bool = True  # True: it made the prediction all the same; False: not
+    executions_lag: float = 0.0  # a prediction shows in /v1/executions only once this old
+    poll_not_found_for: float = 0.0  # polls of a prediction younger than this answer 404
+    poll_not_found_rate: float = 0.0  # and this share of all other polls answer 404 too
+    redirect_polls_to: str | None = None  # a base URL: polls answer 302 to the same path there
+    redirect_creates_to: str | None = None  # creates answer 307 there and create nothing here
+    cdn_body_bytes: int | None = None  # the CDN sends a generated MP4-looking body of this size
+    cdn_stall: bool = False  # the CDN sends headers and 4 KB (never all), then nothing at all
+    storage_ttl: float | None = None  # uploads are served this long after their PUT (else 180 d)
+    poll_error_status: int | None = None  # polls of existing predictions answer this status
+    poll_error_rate: float = 1.0  # the share of polls answered so (the switch set)
+    upload_refuse_status: int | None = None  # the presigned PUT answers this status, stores nothing
+    reported_cost: float | None = None  # metrics.cost a success reports (nan, inf, < 0 allowed)
+    create_answer_id: str | None = None  # creates answer with this id, not the prediction's own
 
     def __post_init__(self) -> None:
         if self.output_shape not in OUTPUT_SHAPES:
@@ -78,6 +101,29 @@ class SimConfig:
             raise ValueError("failure_rate + retryable_failure_rate must not exceed 1")
         if self.max_side < 16 or self.video_seconds <= 0:
             raise ValueError("max_side must be at least 16 and video_seconds positive")
+        for name in ("poll_error_status", "upload_refuse_status"):
+            status = getattr(self, name)
+            if status is not None and not 400 <= status <= 599:
+                raise ValueError(f"{name} must be an HTTP error status (400-599) or None")
+        if not 0 <= self.poll_error_rate <= 1:
+            raise ValueError("poll_error_rate must be a share from 0 to 1")
+        if self.create_bad_answer is not None and self.create_bad_answer not in BAD_ANSWERS:
+            raise ValueError(f"create_bad_answer must be one of {sorted(BAD_ANSWERS)} or None")
+        for name in ("create_bad_answer_rate", "poll_not_found_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.executions_lag < 0 or self.poll_not_found_for < 0:
+            raise ValueError("executions_lag and poll_not_found_for must not be negative")
+        if self.storage_ttl is not None and self.storage_ttl <= 0:
+            raise ValueError("storage_ttl must be positive (or None for the 180-day retention)")
+        if self.cdn_body_bytes is not None and self.cdn_body_bytes < 1:
+            raise ValueError("cdn_body_bytes must be at least 1 (or None to serve the video)")
+        for name in ("redirect_polls_to", "redirect_creates_to"):
+            base = getattr(self, name)
+            if base is not None:
+                parts = urlsplit(base)
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                    raise ValueError(f"{name} must be an http(s) base URL without a query")
 
     def scaled(self, factor: float) -> SimConfig:
         """A copy with every duration divided by ``factor`` (10 runs ten times faster).

@@ -45,6 +45,31 @@ class Completion:
     status: str  # success, error or cancelled (the canonical words, whatever legacy_statuses says)
 
 
+#: The headers that carry the API key; none of them may ever reach another host.
+CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """One request a host received: header names as the client spelled them, the path with its
+    query, and (where the host keeps it) the body."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    @property
+    def credentials(self) -> list[str]:
+        """The names of the key-carrying headers (X-API-Key, Authorization) it arrived with."""
+        return [k for k in self.headers if k.lower() in CREDENTIAL_HEADERS]
+
+
 @dataclass
 class SimStats:
     """Counters read by tests and the benchmark; times are the event loop's ``loop.time()``."""
@@ -61,6 +86,12 @@ class SimStats:
     refused_rate: int = 0
     refused_balance: int = 0
     completions: dict[str, Completion] = field(default_factory=dict)
+    # -- the hostile switches ----------------------------------------------------------------
+    bad_create_answers: int = 0  # creates answered create_bad_answer (created or not)
+    hidden_polls: int = 0  # polls of an existing prediction answered 404 (poll_not_found_*)
+    redirects: int = 0  # polls and creates answered with a redirect (redirect_*_to)
+    expired_uploads: int = 0  # storage reads (GETs and creates) refused after storage_ttl
+    cdn_requests: list[SeenRequest] = field(default_factory=list)  # all the CDN host received
 
     def summary(self) -> dict[str, Any]:
         """The counters as JSON-ready values (``GET /_sim/stats``)."""
@@ -80,6 +111,12 @@ class SimStats:
             "refused_rate": self.refused_rate,
             "refused_balance": self.refused_balance,
             "completions": ended,
+            "bad_create_answers": self.bad_create_answers,
+            "hidden_polls": self.hidden_polls,
+            "redirects": self.redirects,
+            "expired_uploads": self.expired_uploads,
+            "cdn_requests": len(self.cdn_requests),
+            "cdn_requests_with_credentials": sum(1 for r in self.cdn_requests if r.credentials),
         }
 
 
@@ -302,6 +339,32 @@ class Account:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         return pred
 
+    def bad_answer(self) -> str | None:
+        """The bad answer (``create_bad_answer``) this create gets, drawn at
+        ``create_bad_answer_rate``; None for the documented answer. Draws only when the switch
+        is set, so other runs keep their sequence of draws."""
+        c = self.config
+        if c.create_bad_answer is None or self.rng.random() >= c.create_bad_answer_rate:
+            return None
+        self.stats.bad_create_answers += 1
+        return c.create_bad_answer
+
+    def poll_hidden(self, pred: Prediction, now: float) -> bool:
+        """Whether a poll of ``pred`` answers 404 as if it did not exist: while it is younger than
+        ``poll_not_found_for``, and at random for a share ``poll_not_found_rate`` of polls."""
+        c = self.config
+        hidden = now - pred.created < c.poll_not_found_for or (
+            c.poll_not_found_rate > 0 and self.rng.random() < c.poll_not_found_rate
+        )
+        if hidden:
+            self.stats.hidden_polls += 1
+        return hidden
+
+    def listed(self, now: float) -> list[Prediction]:
+        """The predictions ``GET /v1/executions`` knows of: those ``executions_lag`` old."""
+        lag = self.config.executions_lag
+        return [p for p in self.predictions.values() if now - p.created >= lag]
+
     def visible_time(self, pred: Prediction, ready: float) -> float:
         """When an outcome ready at ``ready`` may show: the next status quantum after creation."""
         return pred.created + quantize(max(ready - pred.created, 0.0), self.config.status_quantum)
@@ -356,7 +419,18 @@ class Account:
         return None, None
 
     def cost(self, pred: Prediction) -> float:
-        return self.config.price_usd if pred.ended == "success" else 0.0
+        """What the envelope reports: the price of a success (or ``reported_cost``), else 0."""
+        if pred.ended != "success":
+            return 0.0
+        reported = self.config.reported_cost
+        return self.config.price_usd if reported is None else reported
+
+    def poll_fails(self) -> bool:
+        """Whether this poll of an existing prediction answers ``poll_error_status``."""
+        c = self.config
+        if c.poll_error_status is None:
+            return False
+        return c.poll_error_rate >= 1 or self.rng.random() < c.poll_error_rate
 
     def predict_time(self, pred: Prediction, now: float) -> float:
         if pred.ended is None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,11 @@ FAST = Limits(
     item_timeout=60.0,
     request_timeout=5.0,
     download_timeout=10.0,
+    transfer_stall=5.0,
+    reconcile_settle=0.5,
+    lost_after=3.0,
+    unreachable_after=5.0,
+    unreachable_at_start=2.0,
 )
 
 
@@ -46,6 +55,37 @@ def write_manifest(tmp_path: Path, count: int = 6, **item_extra: Any) -> Path:
             f"    prompt: scene number {n} slowly comes alive, zoom in",
         ]
         lines += [f"    {key}: {json.dumps(value)}" for key, value in item_extra.items()]
+    path = folder / "manifest.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def url_manifest(tmp_path: Path, sim: Any, count: int) -> Path:
+    """A manifest of ``count`` items whose image is a URL (one image uploaded to the
+    simulator's storage by the test), so a run starts creating at once, uploading nothing."""
+    import aiohttp
+
+    image = sorted((EXAMPLE / "images").glob("*.png"))[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{sim.base_url}/v1/upload/presign",
+            json={"content_type": "image/png", "file_type": "image"},
+            headers={"X-API-Key": API_KEY},
+        ) as answer:
+            slot = await answer.json()
+        async with session.put(
+            slot["presigned_url"], data=image.read_bytes(), headers=slot["required_headers"]
+        ) as put:
+            assert put.status == 200
+    folder = tmp_path / "batch"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["batch: t", "model: minimax-i2v-01", "items:"]
+    for n in range(count):
+        lines += [
+            f"  - id: item-{n:03d}",
+            f"    image: {slot['public_url']}",
+            f"    prompt: scene number {n} slowly comes alive, zoom in",
+        ]
     path = folder / "manifest.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -101,3 +141,51 @@ def png_bytes(
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def cli_args(
+    manifest: Path, base_url: str, output: Path, *extra: str, verbose: bool = False
+) -> list[str]:
+    """``python -m runner [-v] run`` with the test simulator's compressed time constants."""
+    return [
+        sys.executable, "-m", "runner", *(["-v"] if verbose else []), "run", str(manifest),
+        "--api-base", base_url, "--output", str(output),
+        "--poll-min", "0.05", "--rate", "1000/1", "--expected-runtime", "1", "--concurrency", "4",
+        "--reconcile-wait", "0.5", "--unreachable-wait", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+async def start_cli(
+    args: list[str],
+    *,
+    key: str = API_KEY,
+    preexec_fn: Callable[[], None] | None = None,
+) -> asyncio.subprocess.Process:
+    """Start the CLI with ``key`` in EACHLABS_API_KEY, capturing stdout and stderr."""
+    env = {**os.environ, "EACHLABS_API_KEY": key}
+    return await asyncio.create_subprocess_exec(
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
+
+
+def count_events(output: Path, event: str) -> int:
+    """How many ``event`` records the ledger in ``output`` holds now (0 if there is none)."""
+    try:
+        text = (output / "ledger.jsonl").read_text()
+    except FileNotFoundError:
+        return 0
+    return text.count(f'"event":"{event}"')
+
+
+async def wait_for(condition: Callable[[], bool], *, within: float = 30.0) -> None:
+    """Poll ``condition`` every 5 ms until it holds; AssertionError after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "the condition never held"
+        await asyncio.sleep(0.005)

@@ -29,6 +29,7 @@ def cli_args(manifest: Path, base_url: str, output: Path) -> list[str]:
         sys.executable, "-m", "runner", "-q", "run", str(manifest),
         "--api-base", base_url, "--output", str(output),
         "--poll-min", "0.05", "--rate", "1000/1", "--expected-runtime", "1", "--concurrency", "4",
+        "--reconcile-wait", "0.5",
     ]  # fmt: skip
 
 

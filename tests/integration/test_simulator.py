@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,7 +262,7 @@ async def test_a_prediction_goes_created_processing_success_with_each_output_sha
     assert 0.2 <= envelope["metrics"]["predict_time"] <= 0.4
     assert envelope["metrics"]["cost"] == pytest.approx(0.43)
     url = extract(envelope["output"])
-    assert url == f"{sim.base_url}/cdn/{prediction_id}.mp4"
+    assert url == f"{sim.cdn_base_url}/cdn/{prediction_id}.mp4"
     async with session.get(url) as r:
         assert r.status == 200 and r.content_type == "video/mp4"
     done = sim.stats.completions[prediction_id]
@@ -561,7 +562,7 @@ async def test_a_finished_execution_row_has_times_cost_and_output(
     row = page["executions"][0]
     assert row["id"] == prediction_id and row["status"] == "success"
     assert row["execution_cost"] == pytest.approx(0.43) and row["run_time"] > 0
-    assert row["output"] == [f"{sim.base_url}/cdn/{prediction_id}.mp4"]
+    assert row["output"] == [f"{sim.cdn_base_url}/cdn/{prediction_id}.mp4"]
     assert row["created_at"] <= row["started_at"] <= row["completed_at"]
     assert row["completed_at"].endswith("Z")
 
@@ -642,7 +643,7 @@ async def test_the_cdn_serves_ranges(simulator: StartSimulator, session: Session
             assert r.status == 206 and await r.read() == whole[-10:]
         async with bare.get(url, headers={"Range": f"bytes={len(whole)}-"}) as r:
             assert r.status == 416
-        async with bare.get(f"{sim.base_url}/cdn/nope.mp4") as r:
+        async with bare.get(f"{sim.cdn_base_url}/cdn/nope.mp4") as r:
             assert r.status == 404
     assert sim.stats.downloads == 5
     assert "get" in {name for _, name in sim.stats.api_requests}
@@ -731,7 +732,7 @@ async def test_stats_endpoint_is_not_an_api_request(
     assert status == 200 and body["api_requests"] == 0 and body["in_flight"] == 0
 
 
-async def test_serve_forever_announces_its_url(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_serve_forever_announces_its_urls(capsys: pytest.CaptureFixture[str]) -> None:
     port = closed_port()
     task = asyncio.create_task(serve_forever(SimConfig(), "127.0.0.1", port))
     out = ""
@@ -740,7 +741,10 @@ async def test_serve_forever_announces_its_url(capsys: pytest.CaptureFixture[str
         if out:
             break
         await asyncio.sleep(0.01)
-    assert out == f"simulator listening on http://127.0.0.1:{port}\n"
+    api, files = out.splitlines()
+    assert api == f"simulator listening on http://127.0.0.1:{port}"
+    match = re.fullmatch(r"uploads, storage and CDN on http://127\.0\.0\.1:(\d+)", files)
+    assert match is not None and int(match[1]) != port
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -134,3 +134,30 @@ async def test_a_refused_request_is_counted_and_lowers_the_pace() -> None:
     async with budget.slot() as slot:
         slot.refused = True
     assert budget.refused == 1 and budget.window.allowed == 5.0
+
+
+async def test_a_waiter_abandoned_by_a_stop_gives_up_without_taking_a_place() -> None:
+    """A create waiting for the window when a stop is asked for must never be sent."""
+    from runner.errors import StopRequested
+
+    budget = RequestBudget(1, 1000.0)
+    stop = anyio.Event()
+    outcome: list[str] = []
+
+    async def create() -> None:
+        try:
+            async with budget.slot(PRIORITY_CREATE, abandon=stop):
+                outcome.append("sent")
+        except StopRequested:
+            outcome.append("not sent")
+
+    # The only place in a 1000 s window is taken by the first slot.
+    with anyio.fail_after(5):
+        async with budget.slot(PRIORITY_POLL), anyio.create_task_group() as tg:
+            tg.start_soon(create)
+            await anyio.sleep(0.01)
+            assert outcome == []  # waiting for the window
+            stop.set()
+            budget.notify()
+    assert outcome == ["not sent"]
+    assert budget.sent == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from runner.config import parse_usd
@@ -28,14 +30,15 @@ from runner.spend import SpendLimit, recorded_spend
 def test_price_comes_from_the_manifest_then_the_table_then_the_default(
     model: str, override: float | dict[str, float] | None, expected: tuple[float, bool]
 ) -> None:
-    assert price_of(model, override) == expected
+    price, known = expected
+    assert price_of(model, override) == (Decimal(str(price)), known)
 
 
 def test_an_estimate_adds_up_what_is_spent_in_flight_and_new() -> None:
     estimate = Estimate((("a", 0.43), ("b", 0.43), ("c", 0.5)), in_flight=0.86, spent=1.29)
-    assert estimate.new == pytest.approx(1.36)
-    assert estimate.committed == pytest.approx(2.15)
-    assert estimate.total == pytest.approx(3.51)
+    assert estimate.new == Decimal("1.36")
+    assert estimate.committed == Decimal("2.15")
+    assert estimate.total == Decimal("3.51")
 
 
 @pytest.mark.parametrize(
@@ -71,9 +74,9 @@ def test_usd(amount: float, text: str) -> None:
 def test_without_a_budget_everything_fits_and_is_still_counted() -> None:
     limit = SpendLimit(None)
     assert all(limit.reserve(f"k{n}", 0.43) for n in range(100))
-    assert limit.reserved == pytest.approx(43.0)
+    assert limit.reserved == Decimal("43.0")
     limit.settle("k0", 0.5)
-    assert limit.spent == pytest.approx(0.5)
+    assert limit.spent == Decimal("0.5")
 
 
 def test_reserve_refuses_what_would_go_over_and_reserves_nothing_then() -> None:
@@ -81,17 +84,17 @@ def test_reserve_refuses_what_would_go_over_and_reserves_nothing_then() -> None:
     assert limit.reserve("a", 0.43)
     assert limit.reserve("b", 0.43)
     assert not limit.reserve("c", 0.43)
-    assert limit.reserved == pytest.approx(0.86) and limit.spent == 0
+    assert limit.reserved == Decimal("0.86") and limit.spent == 0
 
 
 def test_settle_replaces_the_reservation_by_the_actual_cost() -> None:
     limit = SpendLimit(1.0)
     assert limit.reserve("a", 0.43) and limit.reserve("b", 0.43)
     limit.settle("a", 0.10)  # cheaper than estimated: room for one more
-    assert limit.spent == pytest.approx(0.10) and limit.reserved == pytest.approx(0.43)
+    assert limit.spent == Decimal("0.10") and limit.reserved == Decimal("0.43")
     assert limit.reserve("c", 0.43)
     limit.settle("b", None)  # no cost reported: the estimate stands
-    assert limit.spent == pytest.approx(0.53)
+    assert limit.spent == Decimal("0.53")
     assert not limit.reserve("d", 0.43)
 
 
@@ -120,10 +123,10 @@ def test_hold_counts_a_prediction_already_running_whatever_the_budget() -> None:
     limit = SpendLimit(0.5)
     limit.hold("resumed-1", 0.43)
     limit.hold("resumed-2", 0.43)  # over the budget already: it exists, so it counts
-    assert limit.reserved == pytest.approx(0.86)
+    assert limit.reserved == Decimal("0.86")
     assert not limit.reserve("new", 0.43)
     limit.settle("resumed-1", 0.43)
-    assert limit.spent == pytest.approx(0.43) and limit.reserved == pytest.approx(0.43)
+    assert limit.spent == Decimal("0.43") and limit.reserved == Decimal("0.43")
 
 
 def test_a_second_reservation_for_the_same_key_is_a_bug() -> None:
@@ -139,7 +142,7 @@ def test_settle_without_a_reservation_adds_the_cost() -> None:
     limit = SpendLimit(None)
     limit.settle("unreserved", 0.43)
     limit.settle("unreserved-no-cost", None)
-    assert limit.spent == pytest.approx(0.43)
+    assert limit.spent == Decimal("0.43")
 
 
 def test_a_negative_budget_is_refused() -> None:
@@ -157,7 +160,7 @@ def test_recorded_spend_counts_each_prediction_once() -> None:
         {"event": "failed", "error": "refused", "cost": None},
         {"event": "succeeded", "prediction_id": "p4", "cost": True},  # not a number
     ]
-    assert recorded_spend(records) == pytest.approx(1.26)
+    assert recorded_spend(records) == Decimal("1.26")
 
 
 def test_holds_says_whether_a_key_has_a_reservation() -> None:

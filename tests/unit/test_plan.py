@@ -49,6 +49,26 @@ BASE = KeyState(key="k", item="a")
             False,
             Action.DOWNLOAD,
         ),
+        # Given up on while the prediction may still exist: ask the server before anything.
+        *[
+            (
+                replace(BASE, state=JobState.FAILED, error_code=code, prediction_id="p"),
+                False,
+                retry,
+                Action.RECHECK,
+            )
+            for code in ("timeout", "LOST", "POLL_ERROR", "NOT_FOUND")
+            for retry in (False, True)
+        ],
+        # A failure the server itself reported is final: only --retry-failed submits again.
+        (
+            replace(BASE, state=JobState.FAILED, error_code="PROVIDER_FAILED", prediction_id="p"),
+            False,
+            True,
+            Action.SUBMIT,
+        ),
+        # No prediction id: nothing to ask about.
+        (replace(BASE, state=JobState.FAILED, error_code="timeout"), False, False, Action.FAILED),
     ],
 )
 def test_action_per_ledger_state(

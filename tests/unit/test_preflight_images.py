@@ -105,8 +105,7 @@ def test_a_jpeg_whose_metadata_outgrows_the_head_needs_the_whole_file() -> None:
             [
                 (
                     ERROR,
-                    "is not a PNG, JPEG, WebP or GIF image by its content: it looks like text "
-                    '("hello, this is not an image")',
+                    "is not a PNG, JPEG, WebP or GIF image by its content: it looks like text",
                 )
             ],
         ),
@@ -147,8 +146,11 @@ def test_the_size_limit_is_configurable() -> None:
         (b"%PDF-1.7", "it is a PDF document"),
         (b"\0\0\0\x18ftypheic", "it is a HEIC image"),
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "it is SVG or other XML"),
-        (b"\x00\x01\x02\x03\xfe\xff\x10\x11\x12", "it starts with bytes 00 01 02 03 fe ff 10 11"),
-        ("caf\u00e9 menu\n".encode(), 'it looks like text ("caf\u00e9 menu")'),
+        (
+            b"\x00\x01\x02\x03\xfe\xff\x10\x11\x12",
+            "it is binary data of a format this check does not know",
+        ),
+        ("caf\u00e9 menu\n".encode(), "it looks like text"),
     ],
 )
 def test_what_a_file_that_is_not_an_image_seems_to_be(head: bytes, description: str) -> None:

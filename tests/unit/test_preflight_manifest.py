@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ items:
 )
 def test_each_item_gets_its_price(tmp_path: Path, prices: str, deer: float, fox: float) -> None:
     manifest = load_manifest(write(tmp_path, TWO_MODELS.format(prices=prices)))
-    assert [item.price_usd for item in manifest.items] == [deer, fox]
+    assert [item.price_usd for item in manifest.items] == [Decimal(str(deer)), Decimal(str(fox))]
 
 
 def test_an_unknown_model_without_a_price_says_its_price_is_a_guess(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_success_output_in_every_shape_gives_the_url(output: object) -> None:
     assert parsed.status is RemoteStatus.SUCCESS
     assert parsed.output_url == URL
     assert parsed.predict_time == 201.5
-    assert parsed.cost == 0.43
+    assert parsed.cost == Decimal("0.43") and parsed.cost_problem is None
 
 
 def test_success_without_any_url_is_an_error_not_a_crash() -> None:
@@ -215,3 +216,128 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert protocol.retry_after("Sun, 22 Nov 2026 12:00:30 GMT", now) == 30.0
     assert protocol.retry_after(None, now) is None
     assert protocol.retry_after("soon", now) is None
+
+
+# --- what a hostile or broken server may send -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        ("0f3c9a52-1b7e-4d2a-9c1e-5b8f7d6a4e21", True),
+        ("pred_01-ABC", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("", False),
+        ("../../v1/upload/presign?x=", False),
+        ("a/b", False),
+        ("a?b", False),
+        ("a%2Fb", False),
+        ("-leading-dash", False),
+        ("id with space", False),
+        ("id\n", False),
+        (42, False),
+        (None, False),
+    ],
+)
+def test_only_a_plain_id_may_go_into_a_url_path(value: object, plain: bool) -> None:
+    assert protocol.valid_id(value) is plain
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "success", "predictionID": "../../v1/upload/presign?x="},
+        {"status": "success", "id": "../cancel"},
+        {"status": "success", "predictionID": "a b"},
+        {"status": "success", "predictionID": "../x", "id": "fine-id"},
+        {"status": "success", "predictionID": 123},
+    ],
+    ids=["path-and-query", "dot-dot", "space", "bad-first-good-second", "number"],
+)
+def test_a_create_answer_with_a_non_plain_id_has_no_id(body: object) -> None:
+    assert protocol.created_id(body) is None
+
+
+def test_a_poll_envelope_cannot_rename_its_prediction() -> None:
+    body = {"id": "../../v1/upload/presign", "status": "processing"}
+    assert protocol.parse_prediction(body, "p1").id == "p1"
+
+
+@pytest.mark.parametrize(
+    ("value", "cost", "problem"),
+    [
+        (0.43, Decimal("0.43"), None),
+        (0, Decimal("0"), None),
+        (2, Decimal("2"), None),
+        ("0.43", Decimal("0.43"), None),
+        (1e-7, Decimal("1E-7"), None),
+        (None, None, None),
+        (float("nan"), None, "NaN"),
+        ("nan", None, "'nan'"),
+        (float("inf"), None, "Infinity"),
+        ("Infinity", None, "'Infinity'"),
+        ("1e999", None, "'1e999'"),
+        (-0.43, None, "-0.43"),
+        (True, None, "true"),
+        ({"usd": 1}, None, '{"usd": 1}'),
+        ([0.43], None, "[0.43]"),
+        ("cheap", None, "'cheap'"),
+    ],
+)
+def test_a_cost_is_a_finite_decimal_or_unknown_with_the_reason(
+    value: object, cost: Decimal | None, problem: str | None
+) -> None:
+    got, why = protocol.parse_cost(value)
+    assert got == cost
+    assert isinstance(got, Decimal | None)
+    if problem is None:
+        assert why is None
+    else:
+        assert why == f"the server reported the cost {problem}; counted as unknown"
+
+
+def test_costs_add_up_exactly_as_decimals() -> None:
+    costs = [protocol.parse_cost(0.1)[0] for _ in range(3)]
+    assert sum(c for c in costs if c is not None) == Decimal("0.3")
+
+
+def test_an_envelope_with_a_nonsense_cost_says_so() -> None:
+    body = {"status": "success", "output": URL, "metrics": {"predict_time": -1, "cost": "nan"}}
+    parsed = protocol.parse_prediction(body, "p1")
+    assert parsed.status is RemoteStatus.SUCCESS
+    assert parsed.cost is None and parsed.predict_time is None
+    assert parsed.cost_problem == "the server reported the cost 'nan'; counted as unknown"
+
+
+@pytest.mark.parametrize(
+    ("asked", "applied", "in_a_row"),
+    [
+        ([None], [None], 0),
+        ([5.0], [5.0], 0),
+        ([600.0], [600.0], 0),
+        ([601.0], [600.0], 1),
+        ([float("inf")], [600.0], 1),
+        ([9e9, 9e9, 9e9], [600.0, 600.0, 600.0], 3),
+        ([9e9, None, 9e9], [600.0, None, 600.0], 1),
+        ([9e9, 9e9, 3.0, 9e9], [600.0, 600.0, 3.0, 600.0], 1),
+    ],
+    ids=["none", "small", "at-cap", "over", "inf", "three-over", "reset-by-none", "reset-small"],
+)
+def test_retry_after_is_cut_to_the_cap_and_over_cap_answers_are_counted_in_a_row(
+    asked: list[float | None], applied: list[float | None], in_a_row: int
+) -> None:
+    cap = protocol.RetryAfterCap(600.0)
+    assert [cap.pause(value) for value in asked] == applied
+    assert cap.in_a_row == in_a_row
+    assert cap.exhausted is (in_a_row >= protocol.OVER_CAP_IN_A_ROW)
+
+
+def test_retry_after_nan_is_no_retry_after() -> None:
+    assert protocol.retry_after("nan") is None
+    assert protocol.retry_after("inf") == float("inf")
+
+
+def test_an_error_message_is_one_short_line_whatever_the_server_sent() -> None:
+    message, _ = protocol.error_text(json.dumps({"error": "line\n" * 500}), "")
+    assert "\n" not in message and len(message) <= 300

@@ -9,7 +9,7 @@ import pytest
 
 from runner.models import MODELS
 from runner.simulator import SimConfig, SimStats
-from runner.simulator.app import parse_range
+from runner.simulator.files import FTYP, Upload, generated_bytes, parse_range
 from runner.simulator.state import (
     PROVIDER_FAILED,
     PROVIDER_RATE_LIMIT,
@@ -18,6 +18,7 @@ from runner.simulator.state import (
     Prediction,
     QueryError,
     RequestWindow,
+    SeenRequest,
     draw_failure,
     draw_run_time,
     execution_status,
@@ -216,10 +217,28 @@ def test_scaled_divides_every_duration_and_nothing_else() -> None:
     assert (fast.concurrency, fast.fetch_timeout, fast.price_usd) == (10, 5.0, 0.43)
 
 
+def test_scaled_divides_the_hostile_durations_too() -> None:
+    fast = SimConfig(executions_lag=5.0, poll_not_found_for=2.0, storage_ttl=100.0).scaled(10)
+    assert (fast.executions_lag, fast.poll_not_found_for, fast.storage_ttl) == (0.5, 0.2, 10.0)
+    assert SimConfig().scaled(10).storage_ttl is None
+
+
+def test_every_hostile_switch_is_off_by_default() -> None:
+    c = SimConfig()
+    assert (c.create_bad_answer, c.redirect_polls_to, c.redirect_creates_to) == (None,) * 3
+    assert (c.cdn_body_bytes, c.storage_ttl, c.cdn_stall) == (None, None, False)
+    assert c.create_bad_answer_rate == 1.0 and c.create_bad_answer_creates is True
+    assert (c.executions_lag, c.poll_not_found_for, c.poll_not_found_rate) == (0.0,) * 3
+
+
 @pytest.mark.parametrize(
     "fields",
-    [{"output_shape": "xml"}, {"error_shape": "?"}, {"concurrency": 0}, {"runtime_min": 400}],
-)
+    [{"output_shape": "xml"}, {"error_shape": "?"}, {"concurrency": 0}, {"runtime_min": 400},
+     {"create_bad_answer": "teapot"}, {"create_bad_answer_rate": 1.5},
+     {"poll_not_found_rate": -0.1}, {"executions_lag": -1}, {"poll_not_found_for": -1},
+     {"storage_ttl": 0}, {"cdn_body_bytes": 0}, {"redirect_polls_to": "elsewhere"},
+     {"redirect_creates_to": "ftp://host"}, {"redirect_polls_to": "http://host/?a=1"}],
+)  # fmt: skip
 def test_nonsense_configs_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SimConfig(**fields)
@@ -274,3 +293,79 @@ def test_range_headers_parse(header: str, expected: tuple[int, int] | None) -> N
 def test_unsatisfiable_ranges_raise(header: str) -> None:
     with pytest.raises(ValueError):
         parse_range(header, 100)
+
+
+def test_bad_answers_follow_their_rate_and_draw_nothing_when_off() -> None:
+    stats = SimStats()
+    off = Account(SimConfig(), stats)
+    state = off.rng.getstate()
+    assert off.bad_answer() is None and off.rng.getstate() == state
+    always = Account(SimConfig(create_bad_answer="html"), stats)
+    assert [always.bad_answer() for _ in range(3)] == ["html"] * 3
+    some = Account(SimConfig(create_bad_answer="500", create_bad_answer_rate=0.5), stats)
+    drawn = [some.bad_answer() for _ in range(200)]
+    assert set(drawn) == {"500", None} and 60 < drawn.count("500") < 140
+    assert stats.bad_create_answers == 3 + drawn.count("500")
+
+
+def test_polls_are_hidden_while_young_and_at_the_drawn_rate() -> None:
+    young = Account(SimConfig(poll_not_found_for=2.0), SimStats())
+    pred = young.create("m", {}, 10.0, None)
+    assert [young.poll_hidden(pred, t) for t in (10.0, 11.99, 12.0)] == [True, True, False]
+    assert young.stats.hidden_polls == 2
+    never = Account(SimConfig(), SimStats())
+    assert not any(never.poll_hidden(never.create("m", {}, 0.0, None), 0.0) for _ in range(9))
+    sometimes = Account(SimConfig(poll_not_found_rate=0.5, concurrency=1), SimStats())
+    pred = sometimes.create("m", {}, 0.0, None)
+    hidden = [sometimes.poll_hidden(pred, 100.0) for _ in range(200)]
+    assert 60 < hidden.count(True) < 140
+
+
+def test_executions_list_only_predictions_older_than_the_lag() -> None:
+    account = Account(SimConfig(executions_lag=3.0, concurrency=5), SimStats())
+    first = account.create("m", {}, 0.0, None)
+    second = account.create("m", {}, 2.0, None)
+    assert account.listed(2.9) == []
+    assert account.listed(3.0) == [first]
+    assert account.listed(5.0) == [first, second]
+    assert Account(SimConfig(), SimStats()).listed(0.0) == []
+
+
+def test_an_upload_is_served_from_its_put_until_the_ttl() -> None:
+    upload = Upload("u", "image/png", "u.png", created=0.0)
+    assert not upload.served(1.0, None)  # nothing put yet
+    upload.data, upload.put_at = b"png", 5.0
+    assert upload.served(1e9, None)
+    assert [upload.served(t, 2.0) for t in (5.0, 6.99, 7.0)] == [True, True, False]
+
+
+def test_a_generated_body_is_an_ftyp_box_then_zeros() -> None:
+    assert len(FTYP) == 24 and FTYP[4:8] == b"ftyp"
+    whole = generated_bytes(0, 100)
+    assert whole == FTYP + bytes(76)
+    assert b"".join(generated_bytes(n, 7) for n in range(0, 98, 7)) == whole[:98]
+    assert generated_bytes(10, 5) == FTYP[10:15] and generated_bytes(5_000_000_000, 3) == bytes(3)
+
+
+def test_a_seen_request_finds_headers_in_any_case_and_names_credentials() -> None:
+    seen = SeenRequest("GET", "/cdn/a.mp4?x=1", {"x-api-key": "k", "Accept": "*/*"})
+    assert seen.header("X-API-Key") == "k" and seen.header("Authorization") is None
+    assert seen.credentials == ["x-api-key"]
+    assert SeenRequest("GET", "/", {"Authorization": "Bearer k"}).credentials == ["Authorization"]
+    assert SeenRequest("GET", "/", {}).credentials == []
+
+
+def test_the_summary_counts_the_hostile_switches() -> None:
+    stats = SimStats(bad_create_answers=2, hidden_polls=3, redirects=4, expired_uploads=5)
+    stats.cdn_requests += [
+        SeenRequest("GET", "/cdn/a.mp4", {"X-API-Key": "k"}),
+        SeenRequest("PUT", "/upload/u", {"Content-Type": "image/png"}),
+    ]
+    summary = stats.summary()
+    assert {k: summary[k] for k in ("bad_create_answers", "hidden_polls", "redirects")} == {
+        "bad_create_answers": 2,
+        "hidden_polls": 3,
+        "redirects": 4,
+    }
+    assert summary["expired_uploads"] == 5
+    assert (summary["cdn_requests"], summary["cdn_requests_with_credentials"]) == (2, 1)
