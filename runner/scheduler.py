@@ -230,7 +230,7 @@ class BatchRunner:
                 for step in self.plan.steps:
                     job = self.outcome.jobs[step.item.id]
                     if step.action is Action.DOWNLOAD:
-                        tg.start_soon(self._download, job)
+                        tg.start_soon(self._download_only, job)
                     elif step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
                         self.slots.force()
                         tg.start_soon(self._in_flight, job, step.action)
@@ -315,6 +315,9 @@ class BatchRunner:
     async def _in_flight(self, job: Job, action: Action) -> None:
         try:
             prediction = await self._run_prediction(job, action)
+        except _RUN_STOPPERS:
+            self.stop_submitting()  # creates still waiting for the budget give up at once
+            raise
         finally:
             self.slots.release()
             self._ended.set()
@@ -829,6 +832,14 @@ class BatchRunner:
 
     # -- download ------------------------------------------------------------------------------
 
+    async def _download_only(self, job: Job) -> None:
+        """A resumed item whose video only needs fetching."""
+        try:
+            await self._download(job)
+        except _RUN_STOPPERS:
+            self.stop_submitting()
+            raise
+
     async def _download(self, job: Job) -> None:
         item = job.item
         dest = video_path(self.config.output_dir, item.id)
@@ -886,6 +897,10 @@ class BatchRunner:
             return False
         await self._record_success(job, prediction)
         return True
+
+
+#: Errors that end the whole run (each has its exit code); ``run`` turns them into a Stop.
+_RUN_STOPPERS = (StorageError, ApiUnavailableError, ApiBrokenError, AccountError)
 
 
 def _permanent(exc: Exception) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import API_KEY, ledger_events, load, mp4_frames, write_manifest
+from .helpers import API_KEY, count_events, ledger_events, load, mp4_frames, write_manifest
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,14 +31,6 @@ def cli_args(manifest: Path, base_url: str, output: Path) -> list[str]:
         "--poll-min", "0.05", "--rate", "1000/1", "--expected-runtime", "1", "--concurrency", "4",
         "--reconcile-wait", "0.5",
     ]  # fmt: skip
-
-
-def count_events(output: Path, event: str) -> int:
-    try:
-        text = (output / "ledger.jsonl").read_text()
-    except FileNotFoundError:
-        return 0
-    return text.count(f'"event":"{event}"')
 
 
 def sent_at_least(output: Path, target: int) -> bool:

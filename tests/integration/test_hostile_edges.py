@@ -198,48 +198,39 @@ async def test_an_api_that_cannot_be_reached_at_start_stops_early_leaving_items_
     assert result.summary["counts"]["failed"] == 0
 
 
-async def test_an_api_lost_for_a_moment_mid_batch_is_waited_for(
-    simulator: Any, tmp_path: Path
+@pytest.mark.parametrize(
+    ("outage", "patience", "code"),
+    [(0.8, 20.0, 0), (None, 0.5, 6)],
+    ids=["a-moment-is-waited-for", "for-good-stops-with-6"],
+)
+async def test_an_api_lost_mid_batch_is_waited_for_then_given_up_with_nothing_failed(
+    simulator: Any, tmp_path: Path, outage: float | None, patience: float, code: int
 ) -> None:
+    """Before: items failed NETWORK_ERROR one by one while the API was away. Now every request
+    waits for it (back-off), and past ``unreachable_after`` the run stops, exit 6."""
     sim = await simulator(runtime_mean=0.6, runtime_min=0.5, runtime_max=0.7)
     manifest_path = write_manifest(tmp_path, count=6)
     output = tmp_path / "out"
-    limits = replace(FAST, concurrency=2, unreachable_after=20.0)
+    limits = replace(FAST, concurrency=2, unreachable_after=patience)
     config = run_config(manifest_path, sim.base_url, output, limits)
 
-    async def outage() -> None:
+    async def go_away() -> None:
         await wait_for(lambda: count_events(output, "submitted") >= 2)
         await sim.set_reachable(False)
-        await anyio.sleep(0.8)
-        await sim.set_reachable(True)
+        if outage is not None:
+            await anyio.sleep(outage)
+            await sim.set_reachable(True)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(outage)
-        result = await run(config, manifest_path)
-    assert result.exit_code == 0, result.text
-    assert len(sim.stats.creates) == 6
-
-
-async def test_an_api_lost_for_good_mid_batch_stops_with_exit_6_and_nothing_failed(
-    simulator: Any, tmp_path: Path
-) -> None:
-    sim = await simulator(runtime_mean=0.6, runtime_min=0.5, runtime_max=0.7)
-    manifest_path = write_manifest(tmp_path, count=6)
-    output = tmp_path / "out"
-    limits = replace(FAST, concurrency=2, unreachable_after=0.5)
-    config = run_config(manifest_path, sim.base_url, output, limits)
-
-    async def outage() -> None:
-        await wait_for(lambda: count_events(output, "submitted") >= 2)
-        await sim.set_reachable(False)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(outage)
+        tg.start_soon(go_away)
         with anyio.fail_after(60):
             result = await run(config, manifest_path)
-    assert result.exit_code == 6, result.text
+    assert result.exit_code == code, result.text
     assert result.summary["counts"]["failed"] == 0
-    assert result.summary["stopped"]["kind"] == "api_unavailable"
+    if code == 0:
+        assert len(sim.stats.creates) == 6
+    else:
+        assert result.summary["stopped"]["kind"] == "api_unavailable"
 
 
 async def test_a_hung_cdn_is_given_up_on_with_the_item_and_reason_logged(
@@ -382,3 +373,31 @@ async def test_an_upload_refused_by_the_upload_host_fails_with_its_cause_at_once
     assert row["error_code"] == "UPLOAD_REFUSED" and "403" in row["error"]
     assert [r.method for r in sim.stats.cdn_requests].count("PUT") == 1
     assert sim.stats.creates == []
+
+
+async def test_ledger_lines_with_wrong_types_are_reported_by_number_and_the_run_goes_on(
+    simulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a valid JSON line with ``"path": 123`` crashed the resume with a TypeError."""
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=2)
+    output = tmp_path / "out"
+    config = run_config(manifest_path, sim.base_url, output)
+    assert (await run(config, manifest_path)).exit_code == 0
+    key = json.loads((output / "ledger.jsonl").read_text().splitlines()[-1])["key"]
+    bad = [
+        {"ts": "2026-11-23T06:00:00Z", "item": "item-001", "key": key, "event": "downloaded",
+         "path": 123, "bytes": 5, "sha256": "x"},
+        {"ts": "2026-11-23T06:00:01Z", "item": "item-001", "key": key, "event": "succeeded",
+         "output_url": 7, "cost": {}},
+    ]  # fmt: skip
+    with (output / "ledger.jsonl").open("a") as ledger:
+        lines = len((output / "ledger.jsonl").read_text().splitlines())
+        ledger.writelines(json.dumps(record) + "\n" for record in bad)
+    with caplog.at_level(logging.WARNING, logger="runner"):
+        result = await run(config, manifest_path)
+    assert result.exit_code == 0, result.text
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"ledger line {lines + 1}: corrupt record skipped") for m in messages)
+    assert any(m.startswith(f"ledger line {lines + 2}: corrupt record skipped") for m in messages)
+    assert len(sim.stats.creates) == 2
