@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/i2v-runner run manifests/example.yaml --simulate
 
-## The test suite (unit + integration against the simulator over loopback)
+## The test suite (unit + integration against the simulator over loopback), then the
+## integration suite again against the simulator's "realistic" profile (terse errors,
+## best-effort cancel, a few percent transient faults on every endpoint, lagging executions)
 test: $(STAMP)
 	$(BIN)/pytest -q
+	SIM_PROFILE=realistic $(BIN)/pytest -q tests/integration
 
 ## ruff and mypy
 lint: $(STAMP)
@@ -26,9 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check runner tests
 	$(BIN)/mypy
 
-## The crash test at length: 30 SIGKILLs at random moments, then resume
+## The crash test at length, against the realistic profile: 30 SIGKILLs at random moments,
+## then resume
 stress: $(STAMP)
-	CRASH_KILLS=30 $(BIN)/pytest -q tests/integration/test_crash.py -k sigkill
+	SIM_PROFILE=realistic CRASH_KILLS=30 $(BIN)/pytest -q tests/integration/test_crash.py -k sigkill
 
 ## Scheduler benchmark against the time-compressed simulator
 bench: $(STAMP)

@@ -49,6 +49,7 @@ from runner.budget import (
     RequestBudget,
 )
 from runner.config import (
+    DEFAULT_FAULT_WAIT,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_UNREACHABLE_AFTER,
     DEFAULT_UNREACHABLE_AT_START,
@@ -130,11 +131,31 @@ class _Once:
             await self._hook()
 
 
+#: Transient faults (5xx, a lost answer) after which a request other than a create is sent
+#: again, and the statuses that count as transient: the real service's gateways answer them.
+IDEMPOTENT_RETRIES = 2
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def _transient(exc: ApiStatusError | TransportError) -> bool:
+    """A fault worth one more try: a 5xx from a gateway, or an answer lost on the way."""
+    if isinstance(exc, ApiStatusError):
+        return exc.status in TRANSIENT_STATUSES
+    return exc.sent
+
+
+def _fault_wait(retry: int, *, base: float, rng: random.Random) -> float:
+    """Jittered base/2 to base (0.25-0.5 s by default), then doubling: a transient fault clears
+    within a second or two."""
+    return policy.backoff(retry, base=base, cap=8 * base, rng=rng)
+
+
 class EachlabsClient:
     """One account's view of the API. The session and budget are owned by the caller.
 
     The session must carry no key of its own (no default ``X-API-Key`` or ``Authorization``):
-    the client adds the key to API requests only, and downloads share the session.
+    the client adds the key to API requests only, and downloads share the session. The client
+    switches off aiohttp's hidden resend of a dropped GET on that session (see ``__init__``).
     """
 
     def __init__(
@@ -150,10 +171,18 @@ class EachlabsClient:
         unreachable_at_start: float = DEFAULT_UNREACHABLE_AT_START,
         backoff: Callable[[int], float] | None = None,
         clock: Callable[[], float] | None = None,
+        retry_wait: Callable[[int], float] | None = None,
+        fault_wait: float = DEFAULT_FAULT_WAIT,
     ) -> None:
         """``backoff(n)`` is the wait before the n-th retry of an unreachable API (n >= 1);
-        ``clock`` measures outages (both injectable for tests)."""
+        ``clock`` measures outages; ``retry_wait(n)`` is the wait before asking again after
+        the n-th transient fault, by default from ``fault_wait`` (all injectable for tests)."""
         self._session = session
+        # aiohttp silently sends a GET or PUT again when its connection drops unanswered; that
+        # second request would bypass the request window, which must count every request the
+        # server sees. Retries are ours (``_call``), through the window. (aiohttp's own test
+        # client switches this off the same way.)
+        session._retry_connection = False
         self._base = base_url.rstrip("/")
         self._shown = redact_url(self._base)
         self._key = api_key
@@ -168,6 +197,7 @@ class EachlabsClient:
         self._unreachable_at_start = unreachable_at_start
         self._backoff = backoff or partial(_unreachable_wait, rng=random.Random())
         self._clock = clock or anyio.current_time
+        self._retry_wait = retry_wait or partial(_fault_wait, base=fault_wait, rng=random.Random())
         self._answered = False  # the API answered this client at least once
         self._outage_since: float | None = None
 
@@ -177,6 +207,41 @@ class EachlabsClient:
     # -- the one place requests are made -------------------------------------------------
 
     async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        priority: Priority,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        abandon: anyio.Event | None = None,
+        create: bool = False,
+    ) -> Answer:
+        """``_call_once``, tried again after a transient fault (a 500/502/503/504, or a request
+        sent whose answer was lost) up to IDEMPOTENT_RETRIES times, for every request but a
+        create: asking again is harmless for them, never for a create."""
+        retries = 0
+        while True:
+            try:
+                return await self._call_once(
+                    method,
+                    path,
+                    priority=priority,
+                    body=body,
+                    params=params,
+                    before_send=before_send,
+                    abandon=abandon,
+                    create=create,
+                )
+            except (ApiStatusError, TransportError) as exc:
+                if create or retries >= IDEMPOTENT_RETRIES or not _transient(exc):
+                    raise
+                retries += 1
+                log.info("%s %s: %s; asking again", method, path, exc)
+                await anyio.sleep(self._retry_wait(retries))
+
+    async def _call_once(
         self,
         method: str,
         path: str,
@@ -393,7 +458,7 @@ class EachlabsClient:
         return method, target, body
 
     def _raise_for(self, answer: Answer) -> None:
-        message, body = protocol.error_text(answer.text, "")
+        message, body = protocol.error_text(answer.text, "", answer.status)
         status = answer.status
         kind: type[ApiStatusError] = ApiStatusError
         if status in (401, 402):

@@ -31,6 +31,9 @@ DEFAULT_POLL_MIN = 5.0
 DEFAULT_EXPECTED_RUNTIME = 200.0
 #: A prediction still running after this long is cancelled and recorded as failed (timeout).
 DEFAULT_ITEM_TIMEOUT = 30 * 60.0
+#: Cancel is best effort: after one, the prediction is polled this long to learn how it ended
+#: (cancelled, or finished anyway and billed), then left for a later run to ask about.
+DEFAULT_CANCEL_GRACE = 60.0
 #: Attempts per item per run for predictions that end in a retryable error.
 DEFAULT_MAX_ATTEMPTS = 2
 #: Per-request timeout for API calls; a create that times out is ambiguous, never resent blindly.
@@ -55,6 +58,9 @@ DEFAULT_LOST_AFTER = 600.0
 #: that has not reached the API once gives up after DEFAULT_UNREACHABLE_AT_START.
 DEFAULT_UNREACHABLE_AFTER = 300.0
 DEFAULT_UNREACHABLE_AT_START = 20.0
+#: The first pause before asking again after a transient fault (a 5xx, a lost answer) of a
+#: request that may be repeated; later pauses double. A failed executions lookup waits twice it.
+DEFAULT_FAULT_WAIT = 0.5
 #: Consecutive create answers that make no sense (no id, HTML, 5xx) before the batch stops.
 DEFAULT_BROKEN_AFTER = 3
 #: The contract's image size limit (the playground takes 50 MB; the API documents 20 MB).
@@ -82,6 +88,7 @@ class Limits:
     poll_min: float = DEFAULT_POLL_MIN
     expected_runtime: float = DEFAULT_EXPECTED_RUNTIME
     item_timeout: float = DEFAULT_ITEM_TIMEOUT
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
@@ -93,6 +100,7 @@ class Limits:
     unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
     unreachable_at_start: float = DEFAULT_UNREACHABLE_AT_START
     broken_after: int = DEFAULT_BROKEN_AFTER
+    fault_wait: float = DEFAULT_FAULT_WAIT
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ log = logging.getLogger("runner")
 CHUNK = 256 * 1024
 #: Statuses that mean the URL is gone or expired: fetching it again cannot help.
 GONE = frozenset({401, 403, 404, 410})
-#: Attempts per video, and the jittered back-off between them (0.5 s doubling to 30 s).
+#: Attempts per video, and the jittered back-off between them (0.5 s doubling to 30 s, plus
+#: up to 0.5 s of jitter; scaled by ``Limits.fault_wait``).
 DOWNLOAD_ATTEMPTS = 5
 WAIT_INITIAL = 0.5
 WAIT_MAX = 30.0
@@ -414,14 +415,16 @@ async def fetch_video(
     stall: float = DEFAULT_TRANSFER_STALL,
     max_bytes: int = Limits().max_video_bytes,
     label: str | None = None,
+    wait: float = WAIT_INITIAL,
 ) -> Downloaded:
     """Download ``url`` to ``dest`` atomically and return its size and sha256.
 
     Each read waits at most ``stall`` seconds for data; the whole transfer, retries included,
-    at most ``seconds``. Every failed attempt is logged at WARNING, starting with ``label``
-    (the item's id; the file's name if not given). Raises DownloadError (its ``status`` is in
-    GONE when the URL has expired or vanished) and StorageError (``dest`` cannot be written:
-    a local problem, not the CDN's).
+    at most ``seconds``. Retries wait ``wait`` seconds at first (plus up to as much jitter,
+    then doubling, at most WAIT_MAX / WAIT_INITIAL times that). Every failed attempt is logged
+    at WARNING, starting with ``label`` (the item's id; the file's name if not given). Raises
+    DownloadError (its ``status`` is in GONE when the URL has expired or vanished) and
+    StorageError (``dest`` cannot be written: a local problem, not the CDN's).
     """
     if not transport.is_http(url):
         raise DownloadError(f"the output URL is not an http(s) URL: {transport.origin(url)}")
@@ -430,8 +433,9 @@ async def fetch_video(
         async for attempt in stamina.retry_context(
             on=_transient,
             attempts=DOWNLOAD_ATTEMPTS,
-            wait_initial=WAIT_INITIAL,
-            wait_max=WAIT_MAX,
+            wait_initial=wait,
+            wait_max=wait * WAIT_MAX / WAIT_INITIAL,
+            wait_jitter=wait,
             timeout=None,
         ):
             with attempt:

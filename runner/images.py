@@ -8,7 +8,10 @@ check never decodes an image and works on the head of a URL as well as on a loca
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import string
+from urllib.parse import urlsplit
 
 from runner.findings import Finding, error, warning
 
@@ -208,3 +211,54 @@ def _size(size: int) -> str:
 
 def _ratio(width: int, height: int) -> str:
     return f"{width / height:.2f}:1" if width >= height else f"1:{height / width:.2f}"
+
+
+#: The networks the API's servers cannot reach an image on: RFC 1918 and RFC 4193 private
+#: ranges (loopback, link-local and unspecified addresses are found by ``ipaddress`` itself).
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def private_host(host: str | None) -> str | None:
+    """What ``host`` (a URL's host) is, if a remote service could not reach it: ``"a loopback
+    address"``, or None if it may well be public. One rule for the runner's warning and the
+    simulator's refusal.
+
+    ``localhost`` and ``*.localhost``/``*.local`` names, and loopback, RFC 1918 / RFC 4193
+    private, link-local and unspecified addresses, in any spelling a resolver takes
+    (IPv4-mapped IPv6, ``127.1``, ``2130706433``, a zone such as ``%eth0``). No DNS lookup: any
+    other name counts as public; so does an empty host (the fetch fails on its own).
+    """
+    if not host:
+        return None
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith((".localhost", ".local")):
+        return "a name of this machine or network"
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
+        try:  # the forms inet_aton takes: 127.1, 0x7f000001, 2130706433
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if any(address in network for network in PRIVATE_NETWORKS):
+        return "a private network address"
+    return None
+
+
+def unreachable_host(url: str) -> str | None:
+    """Why a remote service could not fetch ``url`` (``"a loopback address (127.0.0.1)"``), or
+    None if its host may well be public (``private_host``)."""
+    host = urlsplit(url).hostname
+    kind = private_host(host)
+    return None if kind is None else f"{kind} ({host})"

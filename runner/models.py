@@ -37,27 +37,26 @@ DIRECTOR_CAMERA_MOVES = (
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """One model: its slug, title, image field, price, and the request schema the simulator
+    serves for it (built from the published pages only: no limit or format they do not give)."""
+
     slug: str
     title: str
     image_field: str
     price_usd: float
     director: bool = False
-    extra_properties: tuple[tuple[str, dict[str, Any]], ...] = ()
+    properties: tuple[tuple[str, dict[str, Any]], ...] = ()
     required: tuple[str, ...] = ()
 
     def request_schema(self) -> dict[str, Any]:
         """The JSON Schema of this model's ``input``, as ``GET /v1/model`` serves it."""
-        properties: dict[str, Any] = {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
-            self.image_field: {"type": "string", "format": "uri"},
-            "prompt_optimizer": {"type": "boolean", "default": True},
-        }
-        properties.update(dict(self.extra_properties))
-        return {
+        schema: dict[str, Any] = {
             "type": "object",
-            "required": ["prompt", self.image_field, *self.required],
-            "properties": properties,
+            "properties": {name: dict(rule) for name, rule in self.properties},
         }
+        if self.required:
+            schema["required"] = list(self.required)
+        return schema
 
     def describe(self) -> dict[str, Any]:
         """The model object of ``GET /v1/model`` and ``GET /v1/models``."""
@@ -71,25 +70,56 @@ class ModelInfo:
 
 
 def _i2v(slug: str, title: str, *, director: bool = False) -> ModelInfo:
+    """An I2V-01 model: the contract's table (and the minimax-i2v-01 page: ``prompt_optimizer``
+    defaults to true); ``prompt`` and ``first_frame_image`` required."""
     return ModelInfo(
         slug=slug,
         title=title,
         image_field="first_frame_image",
         price_usd=HAILUO_I2V_PRICE_USD,
         director=director,
+        properties=(
+            ("prompt", {"type": "string"}),
+            ("first_frame_image", {"type": "string"}),
+            ("prompt_optimizer", {"type": "boolean", "default": True}),
+        ),
+        required=("prompt", "first_frame_image"),
+    )
+
+
+def _seed_director(slug: str, title: str) -> ModelInfo:
+    """The Director seed page's model: the three inputs its example sends, typed as the example
+    has them; the page says nothing of defaults or of which inputs are required."""
+    return ModelInfo(
+        slug=slug,
+        title=title,
+        image_field="first_frame_image",
+        price_usd=HAILUO_I2V_PRICE_USD,
+        director=True,
+        properties=(
+            ("prompt", {"type": "string"}),
+            ("prompt_optimizer", {"type": "boolean"}),
+            ("first_frame_image", {"type": "string"}),
+        ),
     )
 
 
 def _v2(slug: str, title: str) -> ModelInfo:
+    """A Hailuo 02 model: the contract's table (``image_url``, ``duration`` 6 or 10,
+    ``resolution`` 768P or 512P; no defaults published); ``prompt`` and ``image_url`` required."""
     return ModelInfo(
         slug=slug,
         title=title,
         image_field="image_url",
         price_usd=HAILUO_I2V_PRICE_USD,
-        extra_properties=(
-            ("duration", {"type": "integer", "enum": [6, 10], "default": 6}),
-            ("resolution", {"type": "string", "enum": ["768P", "512P"], "default": "768P"}),
+        properties=(
+            ("prompt", {"type": "string"}),
+            ("image_url", {"type": "string"}),
+            ("prompt_optimizer", {"type": "boolean"}),
+            ("duration", {"type": "integer", "enum": [6, 10]}),
+            ("resolution", {"type": "string", "enum": ["768P", "512P"]}),
         ),
+        required=("prompt", "image_url"),
     )
 
 
@@ -100,7 +130,7 @@ MODELS: dict[str, ModelInfo] = {
         _i2v("minimax-i2v-01-director", "Hailuo I2V-01 Director", director=True),
         _i2v("minimax-i2v-01-live", "Hailuo I2V-01 Live"),
         _i2v("hailuo-i2v-live", "Hailuo I2V Live"),
-        _i2v("hailuo-i2v-0-1", "Hailuo I2V Director (0.1)", director=True),
+        _seed_director("hailuo-i2v-0-1", "Hailuo I2V Director (0.1)"),
         _v2("minimax-hailuo-v2-standard-image-to-video", "Hailuo 02 Standard Image to Video"),
         _v2("minimax-hailuo-v2-pro-image-to-video", "Hailuo 02 Pro Image to Video"),
     )

@@ -72,6 +72,12 @@ def make_plan(
     return Plan(tuple(steps))
 
 
+def picks_up(state: KeyState) -> bool:
+    """Whether a plain run (no ``--retry-failed``) takes up this failed item again by itself,
+    at no cost: a paid video downloaded again, a prediction given up on asked about again."""
+    return state.state is JobState.FAILED and _action(state, False, False) is not Action.FAILED
+
+
 def _action(state: KeyState, file_ok: bool, retry_failed: bool) -> Action:
     if state.state is JobState.DOWNLOADED:
         return Action.DONE if file_ok else Action.DOWNLOAD

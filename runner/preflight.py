@@ -113,6 +113,7 @@ async def preflight(
     found += await _check_local_images(reading.items, checks)
     if checks.check_urls and session is not None:
         found += await _check_url_images(session, reading.items, checks)
+    found += _private_urls(reading.items)
     found += _lint_prompts(reading.items)
     model_checks, schema_problems, decided = await _check_schemas(reading, client, output, checks)
     found += schema_problems
@@ -203,6 +204,26 @@ async def _check_url_images(
 def _fetchable(item: Item) -> bool:
     parts = urlsplit(item.image_url or "")
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _private_urls(items: Sequence[Item]) -> list[Problem]:
+    """A warning for each URL image the real service cannot fetch: a host on this machine or
+    a private network. Its prediction would fail with INPUT_DOWNLOAD_ERROR."""
+    found: list[Problem] = []
+    for item in items:
+        if item.image_url is None:
+            continue
+        why = images.unreachable_host(item.image_url)
+        if why is not None:
+            found.append(
+                Problem(
+                    item.where("image"),
+                    f"the API's servers cannot fetch an image from {why}; upload the file "
+                    "instead (give its local path)",
+                    WARNING,
+                )
+            )
+    return found
 
 
 # --- prompts -------------------------------------------------------------------------------

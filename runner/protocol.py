@@ -248,11 +248,35 @@ def created_id(body: object) -> str | None:
     return None
 
 
-def error_text(body_text: str, reason: str) -> tuple[str, object]:
+#: What a status means when the server says nothing more (the real gateway answers 400, 401
+#: and 422 with an empty ``{}``).
+STATUS_MEANINGS = {
+    400: "the request was refused as malformed, or its input does not match the model's schema",
+    401: "the API key is missing or invalid",
+    402: "the account's balance is too low",
+    403: "access denied",
+    404: "not found",
+    405: "method not allowed",
+    422: "the request body could not be read",
+    429: "too many requests",
+    500: "internal server error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+}
+
+
+_HTML = re.compile(r"\s*<(!doctype\s+html|html|head|body|title)\b", re.IGNORECASE)
+_TITLE = re.compile(r"<title[^>]*>([^<]*)</title>", re.IGNORECASE)
+
+
+def error_text(body_text: str, reason: str, status: int | None = None) -> tuple[str, object]:
     """``(message, parsed body)`` of an error answer: ``details``/``error``/``message`` if JSON.
 
-    An empty ``{}`` or a body that is not JSON falls back to the raw text, then the reason phrase.
-    The message is one line of at most 300 characters, whatever the server sent.
+    A body that says nothing (empty, ``{}``, JSON without a message) gives the reason phrase,
+    else what ``status`` means, with "(the server gave no reason)"; an HTML page gives its
+    title; another body that is not JSON gives its raw text. The message is one line of at
+    most 300 characters, whatever the server sent.
     """
     try:
         body: object = json.loads(body_text) if body_text.strip() else None
@@ -266,8 +290,17 @@ def error_text(body_text: str, reason: str) -> tuple[str, object]:
         ]
         if parts:
             return " ".join(": ".join(parts).split())[:300], body
-    text = " ".join(body_text.split())[:300]
-    return (text or reason or "no error message"), body
+    silent = body is not None or not body_text.strip()
+    text = "" if silent else " ".join(body_text.split())[:300]
+    if text and _HTML.match(text):
+        # A gateway's error page (nginx, a CDN): its title says it all, the markup nothing.
+        title = _TITLE.search(body_text)
+        named = " ".join(title.group(1).split())[:120] if title else ""
+        return f"{named or 'an HTML page'} (a gateway's page, not the API's answer)", body
+    if text:
+        return text, body
+    meaning = reason or STATUS_MEANINGS.get(status or 0) or "no error message"
+    return f"{meaning} (the server gave no reason)", body
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -32,6 +32,7 @@ class Verdict(enum.StrEnum):
     FOUND = "found"  # the lost create made this prediction: attach to it
     ABSENT = "absent"  # the server shows no such prediction: submitting again is safe
     UNDECIDED = "undecided"  # the server offers no way to tell: leave it to the operator
+    UNANSWERED = "unanswered"  # a lookup failed (a 5xx, a reset): ask again before deciding
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -77,8 +78,8 @@ async def find_prediction(
         rows = await client.executions(model=item.model, **{"from": start, "to": end})
     except ApiError as exc:
         log.warning("%s: the executions lookup failed: %s", item.id, exc)
-        return Verdict.UNDECIDED, None
-    undecided = False
+        return Verdict.UNANSWERED, None
+    unanswered = undecided = False
     for row in rows:
         candidate = row.get("id")
         if not valid_id(candidate) or candidate in exclude:
@@ -88,12 +89,14 @@ async def find_prediction(
             prediction = await client.get(candidate)
         except ApiError as exc:
             log.warning("%s: could not fetch candidate %s: %s", item.id, candidate, exc)
-            undecided = True
+            unanswered = True
             continue
         if prediction.input is None:
             undecided = True
         elif same_input(sent, prediction.input):
             return Verdict.FOUND, candidate
+    if unanswered:
+        return Verdict.UNANSWERED, None
     return (Verdict.UNDECIDED if undecided else Verdict.ABSENT), None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from runner.jobs import JobState, summary_status
 from runner.ledger import KeyState
 from runner.money import json_number, total, usd
-from runner.plan import Action, Plan
+from runner.plan import Action, Plan, picks_up
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,6 +43,8 @@ def item_row(item_id: str, state: KeyState, duplicate_of: str | None = None) -> 
     }
     if state.state is JobState.FAILED and state.error_code:
         row["error_code"] = state.error_code
+    if picks_up(state):
+        row["next_run_resumes"] = True  # downloaded again or asked about again: no new create
     if state.state is JobState.SUBMITTING:
         row["error"] = "ambiguous: a create was sent but its answer was not recorded"
     if duplicate_of is not None:
@@ -149,10 +151,13 @@ def render(
     if summary.get("budget_reached"):
         lines.append("the budget is reached: the remaining items stay pending (raise --budget)")
     if counts["done"] < counts["total"]:
-        if failed and counts["failed"] == counts["total"] - counts["done"]:
-            lines.append(f"to submit the failed items again: {resume_command} --retry-failed")
-        else:
+        # A failed download or a prediction given up on is taken up by a plain run; only the
+        # others need --retry-failed, which creates (and pays) again.
+        stuck = [row for row in failed if not row.get("next_run_resumes")]
+        if len(stuck) < counts["total"] - counts["done"]:
             lines.append(f"to resume: {resume_command}")
+        if stuck:
+            lines.append(f"to submit the failed items again: {resume_command} --retry-failed")
     elif counts["total"]:
         lines.append("all items are done")
     return "\n".join(lines)

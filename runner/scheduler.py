@@ -77,6 +77,8 @@ log = logging.getLogger("runner")
 DOWNLOAD_CONCURRENCY = 4
 #: Upload failures that created nothing before the item is left pending for the next run.
 MAX_UPLOAD_FAILURES = 5
+#: Failed executions lookups a lost create gets before it is left undecided.
+RECONCILE_UNANSWERED_LOOKS = 3
 #: The same 4xx answer to this many polls in a row: the server will not tell us more.
 MAX_POLL_REFUSALS = 5
 #: Poll failures are logged on the first and then every this many.
@@ -220,6 +222,7 @@ class BatchRunner:
             max_retry_after=self.limits.max_retry_after,
             unreachable_after=self.limits.unreachable_after,
             unreachable_at_start=self.limits.unreachable_at_start,
+            fault_wait=self.limits.fault_wait,
         )
         self.slots = Slots(self.limits.concurrency)
         for step in self.plan.steps:
@@ -650,22 +653,37 @@ class BatchRunner:
         """Settle a create whose answer was lost: attach to its prediction, or free the item.
 
         The executions list may lag: the prediction counts as absent only once lookups have
-        shown nothing for ``reconcile_settle`` seconds after the create was sent; a lookup that
-        fails is retried within that time too.
+        shown nothing for ``reconcile_settle`` seconds after the create's answer came (after a
+        crash: could at the latest have come). A lookup that fails (the list answered 500s in
+        production) is asked again, for another ``reconcile_settle`` past that and at least
+        RECONCILE_UNANSWERED_LOOKS times; only then is the item left undecided.
         """
         start = anyio.current_time()
         sent = _mono_from_iso(job.state.submitting_ts, start)
-        settled_at = (start if sent is None else sent) + self.limits.reconcile_settle
-        looks = 0
+        # The server may have made the prediction at any moment until the create's answer came
+        # (or the client gave up on it), and the list lags from then: count from that moment.
+        answered = start if sent is None else min(start, sent + self.limits.request_timeout)
+        settled_at = answered + self.limits.reconcile_settle
+        looks = unanswered = 0
         while True:
+            # What counts is when the list was asked, not when the candidates' polls were done:
+            # a list read before the settle time may lack a row that shows a moment later.
+            asked = anyio.current_time()
             verdict, found = await find_prediction(
                 self.client, job.item, job.state, self.uploads, exclude=self.known_ids
             )
             looks += 1
             now = anyio.current_time()
-            if verdict is Verdict.FOUND or now >= settled_at:
+            wait = policy.backoff(looks, base=2 * self.limits.fault_wait, cap=30.0, rng=self.rng)
+            if verdict is Verdict.UNANSWERED:
+                unanswered += 1
+                late = max(settled_at, start) + self.limits.reconcile_settle
+                if now >= late and unanswered >= RECONCILE_UNANSWERED_LOOKS:
+                    break
+            elif verdict is Verdict.FOUND or asked >= settled_at:
                 break
-            wait = min(settled_at - now, policy.backoff(looks, base=1.0, cap=30.0, rng=self.rng))
+            else:
+                wait = max(0.0, min(settled_at - now, wait))
             log.info(
                 "%s: its create is not in the executions list yet; looking again in %.1f s",
                 job.item.id,
@@ -693,6 +711,7 @@ class BatchRunner:
                 "decide (--resubmit-ambiguous submits it again)",
                 job.item.id,
             )
+            verdict = Verdict.UNDECIDED
         return verdict
 
     # -- poll ----------------------------------------------------------------------------------
@@ -702,7 +721,9 @@ class BatchRunner:
         stopped.
 
         ``--item-timeout`` counts the time this run has watched the prediction, and is applied
-        only after a poll: a prediction resumed after a long pause is asked first.
+        only after a poll: a prediction resumed after a long pause is asked first. Past it the
+        prediction is cancelled and polled on for ``cancel_grace``: cancel is best effort, and
+        a prediction that succeeds anyway is billed, so it is downloaded like any other.
         """
         prediction_id = job.state.prediction_id
         assert prediction_id is not None
@@ -711,6 +732,7 @@ class BatchRunner:
         missing_since: float | None = None
         errors = 0
         last_error: ApiError | None = None
+        cancelling: tuple[str, str] | None = None  # cancel sent: the failure if it takes effect
         while True:
             now = anyio.current_time()
             at = policy.next_poll_at(
@@ -791,44 +813,64 @@ class BatchRunner:
                     if self.observer is not None:
                         self.observer(prediction_id, seen)
                     if prediction.status is RemoteStatus.SUCCESS:
+                        if cancelling is not None:
+                            log.info("%s: succeeded after all while being cancelled", job.item.id)
                         self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
+                    elif cancelling is not None and prediction.status is RemoteStatus.CANCELLED:
+                        await self._record_timeout(job, prediction_id, cancelling, ended=True)
+                        return None
                     return prediction
             if anyio.current_time() > deadline:
-                return await self._time_out(job, prediction_id, last_error if errors else None)
+                if cancelling is not None:
+                    await self._record_timeout(job, prediction_id, cancelling, ended=False)
+                    return None
+                cancelling = await self._cancel_late(
+                    job, prediction_id, last_error if errors else None
+                )
+                deadline = anyio.current_time() + self.limits.cancel_grace
 
     def _poll_priority(self, submitted: float, age_last: float, now: float) -> float:
         """Lower goes first: minus the chance this poll finds the prediction finished."""
         return -policy.poll_score(self.runtimes, now - submitted, age_last)
 
-    async def _time_out(
+    async def _cancel_late(
         self, job: Job, prediction_id: str, poll_error: ApiError | None
-    ) -> Prediction | None:
-        """Cancel a prediction past ``--item-timeout``, then look once more: cancel is best
-        effort, and a prediction that succeeded anyway is kept (and billed). Otherwise the item
-        is recorded as failed (timeout, or the poll error that kept us blind)."""
+    ) -> tuple[str, str]:
+        """Cancel a prediction past ``--item-timeout``. Cancel is best effort: the caller polls
+        on to learn how it ends. Returns the failure (error, code) to record if it ends
+        cancelled: a timeout, or the poll error that kept us blind."""
         try:
             await self.client.cancel(prediction_id)
         except ApiError as exc:
             log.warning("%s: cancel after timeout failed: %s", job.item.id, exc)
-        try:
-            after = await self.client.get(prediction_id)
-        except ApiError:
-            after = None
-        if after is not None and after.status is RemoteStatus.SUCCESS:
-            log.info("%s: succeeded after all while being cancelled", job.item.id)
-            return after
+        else:
+            log.warning(
+                "%s: no result after %.0f s; cancel asked, watching how it ends",
+                job.item.id,
+                self.limits.item_timeout,
+            )
         watched = self.limits.item_timeout
         if poll_error is not None:
-            error = f"no usable answer to polls for {watched:.0f} s: {poll_error}; cancelled"
-            code = POLL_ERROR
-        else:
-            error = f"no result after {watched:.0f} s of watching: cancelled"
-            code = TIMEOUT
+            return f"no usable answer to polls for {watched:.0f} s: {poll_error}; cancelled", (
+                POLL_ERROR
+            )
+        return f"no result after {watched:.0f} s of watching: cancelled", TIMEOUT
+
+    async def _record_timeout(
+        self, job: Job, prediction_id: str, failure: tuple[str, str], *, ended: bool
+    ) -> None:
+        """Record a prediction given up on after its cancel: ``ended`` if the server shows it
+        cancelled (not billed), else still running (a later run asks about it again)."""
+        error, code = failure
+        if not ended:
+            error = (
+                f"{error}, but after {self.limits.cancel_grace:.0f} s more the server still "
+                "shows it running; a later run asks again"
+            )
         await self._record(
             job, JobState.FAILED, prediction_id=prediction_id, error=error, error_code=code
         )
         self.spend.settle(job.item.key, 0)  # a cancelled prediction is not billed
-        return None
 
     # -- download ------------------------------------------------------------------------------
 
@@ -857,6 +899,7 @@ class BatchRunner:
                         stall=self.limits.transfer_stall,
                         max_bytes=self.limits.max_video_bytes,
                         label=item.id,
+                        wait=self.limits.fault_wait,
                     )
                 except DownloadError as exc:
                     if exc.status in GONE and fresh_url_tries == 0 and job.state.prediction_id:

@@ -2,10 +2,14 @@
 
 Routes turn requests into calls on ``state.Account`` and answer with the contract's shapes. Each
 prediction has one task (in the simulator's task group) that fetches its image, has the video
-rendered in a worker thread, and ends the prediction when its outcome is due to show. Uploads,
-storage and the CDN are another host (``files.FileHost``, its own listener), as they are for the
-real service. Both listen on loopback only: the API accepts any key and fetches any URL it is
-given.
+rendered in a worker thread, and ends the prediction when its outcome is due to show; a cancel
+that takes effect has a task of its own. Uploads, storage and the CDN are another host
+(``files.FileHost``, its own listener), as they are for the real service. Both listen on
+loopback only: the API accepts any key by default, and fetches public image URLs it is given.
+
+Errors answer as ``SimConfig.error_bodies`` says: ``terse`` (the default, the real gateway's
+``{}`` and ``not found`` bodies) or ``helpful``; unknown routes and methods answer JSON 404 and
+405 either way.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
+from yarl import URL
 
 from runner.models import MODELS
-from runner.simulator import state
+from runner.simulator import executions, inputs, state
 from runner.simulator.config import SimConfig
+from runner.simulator.faults import fault_answer
 from runner.simulator.files import (
     LOOPBACK_HOSTS,
     MAX_UPLOAD_BYTES,
@@ -31,7 +37,7 @@ from runner.simulator.files import (
     FileHost,
     OwnImage,
 )
-from runner.simulator.listener import Listener, request_id
+from runner.simulator.listener import Handler, Listener, request_id
 from runner.simulator.state import Account, Prediction, RequestWindow, SimStats
 from runner.simulator.video import RenderError, motion_for, render_mp4
 
@@ -44,6 +50,10 @@ FILE_HOST = "127.0.0.1"
 BAD_GATEWAY_HTML = "<html><body>Bad gateway</body></html>"
 
 DEFAULT_CONFIG = SimConfig()
+
+NOT_FOUND = {"status": 404, "error": "not found"}
+METHOD_NOT_ALLOWED = {"status": 405, "error": "method not allowed"}
+SERVER_ERROR = {"error": "internal server error"}
 
 
 class FetchError(Exception):
@@ -60,7 +70,19 @@ def _bad_answer(kind: str) -> web.Response:
         return _json({})
     if kind == "html":
         return web.Response(text=BAD_GATEWAY_HTML, content_type="text/html")
-    return _json({"error": "internal server error"}, 500)
+    return _json(SERVER_ERROR, 500)
+
+
+@web.middleware
+async def json_route_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The gateway's JSON for a path it does not route (404) or a method it does not take
+    (405, with ``Allow``), instead of aiohttp's text pages."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        return _json(METHOD_NOT_ALLOWED, 405, {"Allow": exc.headers.get("Allow", "")})
+    except web.HTTPNotFound:
+        return _json(NOT_FOUND, 404)
 
 
 def image_problem(data: bytes) -> str | None:
@@ -175,7 +197,9 @@ class Simulator:
             await self._api.stop()
 
     def _api_app(self) -> web.Application:
-        app = web.Application(middlewares=[request_id], client_max_size=MAX_UPLOAD_BYTES + 1)
+        app = web.Application(
+            middlewares=[request_id, json_route_errors], client_max_size=MAX_UPLOAD_BYTES + 1
+        )
         r = app.router
         r.add_post("/v1/prediction", self._create)
         r.add_post("/v1/prediction/", self._create)
@@ -190,15 +214,22 @@ class Simulator:
 
     # -- the API's gate: accounting, request rate, key --------------------------------------------
 
-    def _gate(
+    async def _gate(
         self, request: web.Request, endpoint: str, *, auth: bool = True
     ) -> web.Response | None:
-        """Count an API request; the refusal to send if it is over the rate or lacks a valid key.
+        """Count an API request; the answer to send instead if it faults (``fault_rate``), is
+        over the rate, or lacks a valid key.
 
-        A request refused for rate does not count against the window, so waiting it out works.
+        A faulted request, or one refused for rate, does not count against the window, so
+        waiting it out works.
         """
         now = asyncio.get_running_loop().time()
         self.stats.api_requests.append((now, endpoint))
+        fault = self._account.fault(endpoint)
+        if fault is not None:
+            return await fault_answer(
+                request, fault, self.config.fault_hang, server_error=_json(SERVER_ERROR, 500)
+            )
         if self._window is not None and not self._window.admit(now):
             self.stats.refused_rate += 1
             details = (
@@ -212,8 +243,20 @@ class Simulator:
             if not key and scheme.lower() == "bearer":
                 key = token.strip()
             if not key or (self.config.api_keys is not None and key not in self.config.api_keys):
-                return _json({"error": "Invalid or missing API key"}, 401)
+                return self._error(401, "Invalid or missing API key")
         return None
+
+    def _error(self, status: int, text: str) -> web.Response:
+        """A 400, 401 or 422: ``{}`` as the real gateway answers, or with ``error_bodies=
+        "helpful"`` ``{"error": text}``."""
+        helpful = self.config.error_bodies == "helpful"
+        return _json({"error": text} if helpful else {}, status)
+
+    def _unknown_prediction(self) -> web.Response:
+        """A poll of an id the account does not have."""
+        if self.config.error_bodies == "helpful":
+            return _json({"error": "Prediction not found"}, 404)
+        return _json(NOT_FOUND, 404)
 
     def _too_many(self, body: dict[str, Any]) -> web.Response:
         after = self.config.retry_after
@@ -232,7 +275,7 @@ class Simulator:
     async def _create(self, request: web.Request) -> web.Response:
         if self.config.redirect_creates_to is not None:
             return self._redirect(request, 307, self.config.redirect_creates_to)
-        refusal = self._gate(request, "create")
+        refusal = await self._gate(request, "create")
         if refusal is not None:
             return refusal
         try:
@@ -240,27 +283,31 @@ class Simulator:
         except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
             body = None
         if not isinstance(body, dict):
-            return _json({"error": "invalid request body"}, 422)
+            return self._error(422, "invalid request body")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            return _json({"error": "model is required"}, 400)
+            return self._error(400, "model is required")
         info = MODELS.get(model)
         if info is None:
-            return _json({"status": 404, "error": "not found"}, 404)
+            return _json(NOT_FOUND, 404)
         given = body.get("input")
-        problem = state.validate_input(info.request_schema(), given)
+        problem = inputs.validate_input(info.request_schema(), given)
         if problem is not None:
-            return _json({"error": problem}, 400)
-        assert isinstance(given, dict)
+            return self._error(400, problem)
+        if not isinstance(given, dict):  # the schema says type object; a schema may not
+            return self._error(400, "input must be an object")
         refused = self._account.create_refusal()
         if refused is not None:
             status, answer = refused
             return self._too_many(answer) if status == 429 else _json(answer, status)
+        if self.config.create_queue_delay > 0:  # a gateway queue in front of the service
+            await asyncio.sleep(self.config.create_queue_delay)
         bad = self._account.bad_answer()
         if bad is not None and not self.config.create_bad_answer_creates:
             return _bad_answer(bad)  # the server broke before it created anything
         loop = asyncio.get_running_loop()
-        url = str(given[info.image_field])
+        image_url = given.get(info.image_field)
+        url = image_url if isinstance(image_url, str) else ""
         own = self._files.own_image(url, loop.time())
         image = own.data if own is not None else None
         digest = hashlib.sha256(image).hexdigest() if image is not None else None
@@ -285,36 +332,60 @@ class Simulator:
     async def _get(self, request: web.Request) -> web.Response:
         if self.config.redirect_polls_to is not None:
             return self._redirect(request, 302, self.config.redirect_polls_to)
-        refusal = self._gate(request, "get")
+        refusal = await self._gate(request, "get")
         if refusal is not None:
             return refusal
         pred = self._account.predictions.get(request.match_info["id"])
         if pred is None:
-            return _json({"error": "Prediction not found"}, 404)
+            return self._unknown_prediction()
         now = asyncio.get_running_loop().time()
         if self._account.poll_hidden(pred, now):
-            return _json({"status": 404, "error": "not found"}, 404)
+            return _json(NOT_FOUND, 404)
         if self._account.poll_fails():
             status = self.config.poll_error_status
-            return _json(
-                {"error": "internal server error"} if status and status >= 500 else {},
-                status or 500,
-            )
+            return _json(SERVER_ERROR if status and status >= 500 else {}, status or 500)
         video_url = self._files.video_url(pred)
         return _json(self._account.envelope(pred, now, video_url, self.base_url))
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        refusal = self._gate(request, "cancel")
+        """Best effort, as the real service: the answer says nothing of the outcome (poll it).
+
+        An unknown id answers 500 (``helpful``: 404 ``Prediction not found``). A cancel that
+        takes effect ends the prediction at its next status quantum, unless its own end comes
+        first (``state.Account.cancel``, ``cancel_due``)."""
+        refusal = await self._gate(request, "cancel")
         if refusal is not None:
             return refusal
         pred = self._account.predictions.get(request.match_info["id"])
         if pred is None:
-            return _json({"error": "Prediction not found"}, 404)
-        message = "Prediction already finished; nothing to cancel"
-        if pred.ended is None:
-            self._account.finish(pred, "cancelled", asyncio.get_running_loop().time())
-            message = "Prediction cancelled"
-        return _json({"status": "success", "message": message, "predictionID": pred.id})
+            if self.config.error_bodies == "helpful":
+                return _json({"error": "Prediction not found"}, 404)
+            return _json(SERVER_ERROR, 500)
+        loop = asyncio.get_running_loop()
+        ended = pred.ended is not None
+        scheduled = pred.cancel_at
+        plan = self._account.cancel(pred, loop.time())
+        if plan.takes_effect_at is not None and plan.takes_effect_at != scheduled:
+            if plan.takes_effect_at <= loop.time():
+                self._account.cancel_due(pred, loop.time())
+            else:
+                self._task_group.create_task(self._cancel_later(pred, plan.takes_effect_at))
+        message = "Prediction cancelled successfully"
+        if self.config.error_bodies == "helpful":
+            message = (
+                "Prediction already finished; nothing to cancel"
+                if ended
+                else "Cancel requested; poll the prediction for its outcome"
+            )
+        return _json({"status": plan.answer_status, "message": message, "predictionID": pred.id})
+
+    async def _cancel_later(self, pred: Prediction, at: float) -> None:
+        """End ``pred`` as cancelled at loop time ``at``, unless its own end came first or an
+        earlier cancel took its place."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(at - loop.time())
+        if pred.cancel_at == at:  # ends on its quantum, however late this task woke
+            self._account.cancel_due(pred, at)
 
     @property
     def _task_group(self) -> asyncio.TaskGroup:
@@ -339,24 +410,40 @@ class Simulator:
                 failure = state.image_failure(problem)
         if failure is not None:  # an input problem shows soon, not after the run time
             pred.failure = failure
-            await asyncio.sleep(self._account.visible_time(pred, loop.time()) - loop.time())
+            pred.due = self._account.visible_time(pred, loop.time())
+            await asyncio.sleep(pred.due - loop.time())
             self._account.finish(pred, "error", loop.time())
             return
         assert image is not None
-        due = pred.due
         if pred.failure is None:
             try:
                 pred.video = await self._render(image, str(pred.input.get("prompt", "")))
             except RenderError as exc:
                 pred.failure = state.image_failure(str(exc))
-            due = max(due, self._account.visible_time(pred, loop.time()))
-        await asyncio.sleep(due - loop.time())
+            pred.due = max(pred.due, self._account.visible_time(pred, loop.time()))
+        await asyncio.sleep(pred.due - loop.time())
         self._account.finish(pred, "success" if pred.failure is None else "error", loop.time())
 
     async def _fetch(self, url: str, own: OwnImage | None) -> bytes:
-        """The bytes at an image URL; FetchError if they cannot be had within fetch_timeout."""
+        """The bytes at an image URL; FetchError if they cannot be had within fetch_timeout,
+        or (``refuse_private_urls``) the URL's host is one the real service cannot reach."""
         if own is not None:
             raise FetchError(f"{url}: HTTP 404 ({own.missing})")
+        if not url:
+            raise FetchError("no image URL given")
+        try:
+            parsed = URL(url)
+        except ValueError:
+            raise FetchError(f"{url}: not a URL") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise FetchError(f"{url}: unsupported URL (an http or https URL is needed)")
+        if self.config.refuse_private_urls:
+            private = inputs.private_host(parsed.raw_host)
+            if private is not None:
+                self.stats.private_urls_refused += 1
+                raise FetchError(
+                    f"{url}: cannot connect: {private}, not reachable from the service"
+                )
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=self.config.fetch_timeout)
         try:
@@ -403,25 +490,28 @@ class Simulator:
     # -- models and executions -------------------------------------------------------------------
 
     async def _model(self, request: web.Request) -> web.Response:
-        refusal = self._gate(request, "model", auth=False)
+        refusal = await self._gate(request, "model", auth=False)
         if refusal is not None:
             return refusal
-        info = MODELS.get(request.query.get("slug", ""))
+        slug = request.query.get("slug", "")
+        if not slug:
+            return _json({"error": "slug parameter is required"}, 400)
+        info = MODELS.get(slug)
         if info is None:
             return _json({"error": "Failed to fetch model: model not found"}, 404)
         return _json(info.describe())
 
     async def _models(self, request: web.Request) -> web.Response:
-        refusal = self._gate(request, "models", auth=False)
+        refusal = await self._gate(request, "models", auth=False)
         if refusal is not None:
             return refusal
         try:
             limit = int(request.query.get("limit") or 50)
             offset = int(request.query.get("offset") or 0)
         except ValueError:
-            return _json({"error": "limit and offset must be integers"}, 400)
+            return self._error(400, "limit and offset must be integers")
         if not (1 <= limit <= 100 and offset >= 0):
-            return _json({"error": "limit must be 1-100 and offset at least 0"}, 400)
+            return self._error(400, "limit must be 1-100 and offset at least 0")
         name = request.query.get("name", "").lower()
         found = [
             m.describe()
@@ -431,23 +521,23 @@ class Simulator:
         return _json(found[offset : offset + limit])
 
     async def _executions(self, request: web.Request) -> web.Response:
-        refusal = self._gate(request, "executions")
+        refusal = await self._gate(request, "executions")
         if refusal is not None:
             return refusal
         if not self.config.executions_enabled:
-            return _json({"status": 404, "error": "not found"}, 404)
+            return _json(NOT_FOUND, 404)
         try:
-            query = state.parse_executions_query(request.query)
-        except state.QueryError as exc:
-            return _json({"error": str(exc)}, 400)
+            query = executions.parse_executions_query(request.query)
+        except executions.QueryError as exc:
+            return self._error(400, str(exc))
         now = asyncio.get_running_loop().time()
-        page, total = state.select_executions(self._account.listed(now), query, now)
+        page, total = self._account.executions(query, now)
         rows = [self._account.execution_row(p, now, self._files.video_url(p)) for p in page]
         return _json(
             {
                 "executions": rows,
-                "total_count": min(total, state.EXECUTIONS_COUNT_CAP),
-                "total_capped": total > state.EXECUTIONS_COUNT_CAP,
+                "total_count": min(total, executions.EXECUTIONS_COUNT_CAP),
+                "total_capped": total > executions.EXECUTIONS_COUNT_CAP,
                 "offset": query.offset,
                 "limit": query.limit,
             }
@@ -456,7 +546,7 @@ class Simulator:
     # -- uploads: the presign is the API's; the PUT, storage and CDN are the file host's ----------
 
     async def _presign(self, request: web.Request) -> web.Response:
-        refusal = self._gate(request, "presign")
+        refusal = await self._gate(request, "presign")
         if refusal is not None:
             return refusal
         try:
@@ -464,12 +554,12 @@ class Simulator:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return _json({"error": "invalid request body"}, 422)
+            return self._error(422, "invalid request body")
         content_type = body.get("content_type")
         if content_type not in UPLOAD_TYPES:
-            return _json({"error": f"content_type must be one of {sorted(UPLOAD_TYPES)}"}, 400)
+            return self._error(400, f"content_type must be one of {sorted(UPLOAD_TYPES)}")
         if body.get("file_type", "image") != "image":
-            return _json({"error": "file_type must be image"}, 400)
+            return self._error(400, "file_type must be image")
         return _json(self._files.presign(content_type, asyncio.get_running_loop().time()))
 
     async def _stats(self, request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ The real CDN (``cdn-us.eachlabs.ai``) and the presigned upload host are other ho
 so ``FileHost`` is served by a listener of its own (``Simulator.cdn_base_url``) and records every
 request it receives in ``SimStats.cdn_requests``: a client that sends its API key to a file host
 shows up there. Nothing here is an API request; only the presign is, and the API answers it by
-calling ``FileHost.presign``.
+calling ``FileHost.presign``. Transient faults (``SimConfig.fault_rate``) hit the PUT
+(``upload``), storage reads (``storage``) and, if named, CDN downloads (``cdn``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from runner.simulator.config import SimConfig
+from runner.simulator.faults import fault_answer
 from runner.simulator.listener import REQUEST_ID, Handler, request_id
 from runner.simulator.state import Account, Prediction, SeenRequest, SimStats, rfc3339
 
@@ -186,10 +188,21 @@ class FileHost:
         message = ":".join(parts).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
+    async def _fault(self, request: web.Request, endpoint: str) -> web.Response | None:
+        """The answer to send if this request to ``endpoint`` faults (``fault_rate``), else None."""
+        kind = self.account.fault(endpoint)
+        if kind is None:
+            return None
+        error = web.Response(status=500, text="InternalError: We encountered an internal error.")
+        return await fault_answer(request, kind, self.config.fault_hang, server_error=error)
+
     # -- the routes ------------------------------------------------------------------------------
 
     async def _put(self, request: web.Request) -> web.Response:
         """The presigned PUT: signature, expiry and the required headers, as S3 checks them."""
+        fault = await self._fault(request, "upload")
+        if fault is not None:
+            return fault
         upload = self._uploads.get(request.match_info["id"])
         signature = request.query.get("X-Amz-Signature", "")
         if upload is None or not hmac.compare_digest(signature, self._sign("put", upload.id)):
@@ -217,6 +230,9 @@ class FileHost:
 
     async def _storage(self, request: web.Request) -> web.Response:
         """An uploaded file, publicly readable until ``storage_ttl`` after its PUT."""
+        fault = await self._fault(request, "storage")
+        if fault is not None:
+            return fault
         upload = self._uploads.get(request.match_info["name"])
         if upload is None or upload.data is None or upload.name != request.match_info["name"]:
             return web.Response(status=404, text="NoSuchKey")
@@ -233,6 +249,9 @@ class FileHost:
         all but the last byte), then nothing until the client goes away or the host stops."""
         c = self.config
         self.stats.downloads += 1
+        fault = await self._fault(request, "cdn")
+        if fault is not None:
+            return fault
         name = request.match_info["name"]
         pred = self.account.predictions.get(name.removesuffix(".mp4"))
         if (

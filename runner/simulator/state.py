@@ -1,4 +1,5 @@
-"""The simulated account's book-keeping: predictions, their lifecycle, limits, money, counters.
+"""The simulated account's book-keeping: predictions, their lifecycle, limits, money, counters,
+best-effort cancels and the draws of transient faults.
 
 No I/O: every method takes ``now`` (the event loop's monotonic time; the wall clock, injectable,
 only stamps the times ``GET /v1/executions`` shows) and every random draw comes from one
@@ -8,20 +9,21 @@ turns HTTP requests into calls on ``Account``.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from runner.simulator.config import SimConfig
+from runner.simulator.executions import ExecutionsQuery, execution_status, select_executions
 
-IN_FLIGHT = ("created", "processing")
+IN_FLIGHT = ("created", "starting", "processing")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ class SimStats:
     redirects: int = 0  # polls and creates answered with a redirect (redirect_*_to)
     expired_uploads: int = 0  # storage reads (GETs and creates) refused after storage_ttl
     cdn_requests: list[SeenRequest] = field(default_factory=list)  # all the CDN host received
+    # -- the real service's rough edges ------------------------------------------------------
+    faults: dict[str, int] = field(default_factory=dict)  # transient faults, by endpoint
+    cancels: int = 0  # cancels of an in-flight prediction
+    cancels_ignored: int = 0  # of which the service drew to ignore (cancel_ignored_rate)
+    private_urls_refused: int = 0  # image URLs not fetched: a private host (refuse_private_urls)
 
     def summary(self) -> dict[str, Any]:
         """The counters as JSON-ready values (``GET /_sim/stats``)."""
@@ -117,6 +124,10 @@ class SimStats:
             "expired_uploads": self.expired_uploads,
             "cdn_requests": len(self.cdn_requests),
             "cdn_requests_with_credentials": sum(1 for r in self.cdn_requests if r.credentials),
+            "faults": dict(sorted(self.faults.items())),
+            "cancels": self.cancels,
+            "cancels_ignored": self.cancels_ignored,
+            "private_urls_refused": self.private_urls_refused,
         }
 
 
@@ -176,62 +187,6 @@ def draw_failure(rng: random.Random, config: SimConfig) -> Failure | None:
     return None
 
 
-def validate_input(schema: Mapping[str, Any], value: object) -> str | None:
-    """What is wrong with ``value`` against a model's JSON Schema, or None if it fits.
-
-    Checks what ``request_schema`` uses: required fields, ``type``, ``enum``, ``minLength``,
-    ``maxLength``, ``minimum``, ``maximum`` and ``format: uri`` (an http(s) URL). Unknown
-    fields are ignored, as the API does.
-    """
-    if not isinstance(value, dict):
-        return "input must be an object"
-    for name in schema.get("required", ()):
-        if value.get(name) is None:
-            return f"input.{name} is required"
-    for name, rule in schema.get("properties", {}).items():
-        if name in value and value[name] is not None:
-            problem = _check_field(rule, value[name])
-            if problem:
-                return f"input.{name} {problem}"
-    return None
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "boolean": (bool,),
-    "integer": (int,),
-    "number": (int, float),
-    "object": (dict,),
-    "array": (list,),
-}
-
-
-def _check_field(rule: Mapping[str, Any], v: object) -> str | None:
-    kind = rule.get("type")
-    if kind in _TYPES and (
-        not isinstance(v, _TYPES[kind]) or (isinstance(v, bool) and kind != "boolean")
-    ):
-        return f"must be of type {kind}"
-    if "enum" in rule and v not in rule["enum"]:
-        return f"must be one of {rule['enum']}"
-    if isinstance(v, str):
-        if len(v) < rule.get("minLength", 0):
-            return f"must be at least {rule['minLength']} characters"
-        if "maxLength" in rule and len(v) > rule["maxLength"]:
-            return f"must be at most {rule['maxLength']} characters"
-        parts = urlsplit(v)
-        if rule.get("format") == "uri" and (
-            parts.scheme not in ("http", "https") or not parts.netloc
-        ):
-            return "must be an http(s) URL"
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        if "minimum" in rule and v < rule["minimum"]:
-            return f"must be at least {rule['minimum']}"
-        if "maximum" in rule and v > rule["maximum"]:
-            return f"must be at most {rule['maximum']}"
-    return None
-
-
 class RequestWindow:
     """At most ``limit`` admitted requests in any ``window`` seconds (a strict sliding window).
 
@@ -253,6 +208,24 @@ class RequestWindow:
         return True
 
 
+def lifecycle_status(elapsed: float, queue_delay: float, starting_delay: float) -> str:
+    """The in-flight status ``elapsed`` seconds after creation: ``created`` for ``queue_delay``,
+    then ``starting`` for ``starting_delay``, then ``processing`` until the end shows."""
+    if elapsed < queue_delay:
+        return "created"
+    if elapsed < queue_delay + starting_delay:
+        return "starting"
+    return "processing"
+
+
+def next_quantum(elapsed: float, quantum: float) -> float:
+    """The first multiple of ``quantum`` strictly after ``elapsed`` (``elapsed`` if quantum is 0):
+    when a change asked for now (a cancel) next shows."""
+    if quantum <= 0:
+        return elapsed
+    return (math.floor(elapsed / quantum + 1e-9) + 1) * quantum
+
+
 @dataclass
 class Prediction:
     """One prediction. In flight its status follows from the clock; once ended it is stored."""
@@ -264,22 +237,34 @@ class Prediction:
     created_wall: float  # epoch seconds, to the millisecond (what executions shows)
     queue_delay: float
     run_time: float  # drawn at create; the end shows at created + quantize(run_time)
-    due: float  # loop time at which the drawn outcome is due to show
+    due: float  # loop time at which its own end (drawn, or an input failure) is due to show
     failure: Failure | None  # the drawn (or later imposed) failure; None: success
+    starting_delay: float = 0.0
+    cancel_at: float | None = None  # loop time a cancel that will take effect is due
     ended: str | None = None  # success, error or cancelled once visible
     ended_at: float | None = None
     ended_wall: float | None = None
     video: bytes | None = None
 
     def status(self, now: float) -> str:
-        """The canonical status at ``now``: created, processing, success, error or cancelled."""
+        """The canonical status at ``now``: created, starting, processing, success, error or
+        cancelled."""
         if self.ended is not None:
             return self.ended
-        return "created" if now < self.created + self.queue_delay else "processing"
+        return lifecycle_status(now - self.created, self.queue_delay, self.starting_delay)
 
     def elapsed(self, now: float) -> float:
         end = self.ended_at if self.ended_at is not None else now
         return max(0.0, end - self.created)
+
+
+@dataclass(frozen=True)
+class CancelPlan:
+    """What a cancel request does: when it ends the prediction (None: never, it was ignored or
+    came too late) and the ``status`` word its answer carries (which says nothing of either)."""
+
+    takes_effect_at: float | None
+    answer_status: str
 
 
 class Account:
@@ -332,6 +317,7 @@ class Account:
             run_time=run_time,
             due=now + quantize(max(run_time, c.queue_delay), c.status_quantum),
             failure=draw_failure(self.rng, c),
+            starting_delay=c.starting_delay,
         )
         self.predictions[pred.id] = pred
         self.stats.creates.append(CreateRecord(now, pred.id, model, input, image_sha256))
@@ -359,6 +345,60 @@ class Account:
         if hidden:
             self.stats.hidden_polls += 1
         return hidden
+
+    def fault(self, endpoint: str) -> str | None:
+        """The transient fault (one of ``fault_kinds``) this request to ``endpoint`` gets: every
+        one of the first ``fault_first`` to the ``fault_endpoints``, then drawn at
+        ``fault_rate``; None to answer it. Counted per endpoint. Draws only when a switch is
+        on, so other runs keep their sequence of draws."""
+        c = self.config
+        if endpoint not in c.fault_endpoints:
+            return None
+        if sum(self.stats.faults.values()) < c.fault_first:
+            pass  # still in the outage
+        elif c.fault_rate <= 0 or self.rng.random() >= c.fault_rate:
+            return None
+        self.stats.faults[endpoint] = self.stats.faults.get(endpoint, 0) + 1
+        return self.rng.choice(sorted(c.fault_kinds))
+
+    def cancel(self, pred: Prediction, now: float) -> CancelPlan:
+        """A cancel of ``pred`` asked at ``now``: best effort, as the real service's.
+
+        An ended prediction is left as it is. Otherwise a share ``cancel_ignored_rate`` of
+        cancels never take effect; the others take effect at the prediction's next status
+        quantum (at once with ``cancel_at_once``), unless one already asked takes effect
+        sooner. Whether it still ends the prediction then is ``cancel_due``'s decision. The
+        answer's ``status`` is ``cancel_answer_status`` (``random``: drawn), whatever happens.
+        """
+        c = self.config
+        at: float | None = None
+        if pred.ended is None:
+            self.stats.cancels += 1
+            if c.cancel_ignored_rate > 0 and self.rng.random() < c.cancel_ignored_rate:
+                self.stats.cancels_ignored += 1
+            else:
+                elapsed = now - pred.created
+                at = (
+                    now
+                    if c.cancel_at_once
+                    else pred.created + next_quantum(elapsed, c.status_quantum)
+                )
+                if pred.cancel_at is None or at < pred.cancel_at:
+                    pred.cancel_at = at
+                at = pred.cancel_at
+        answer = c.cancel_answer_status
+        if answer == "random":
+            answer = self.rng.choice(("success", "cancelled"))
+        return CancelPlan(at, answer)
+
+    def cancel_due(self, pred: Prediction, now: float) -> bool:
+        """End ``pred`` as cancelled at ``now`` (its cancel's time) unless its own end came
+        first: it ended already, or its end is due no later (that end stands, and a success is
+        billed). Returns whether the cancel took effect."""
+        if pred.ended is not None or pred.due <= now:
+            return False
+        self.finish(pred, "cancelled", now)
+        return True
 
     def listed(self, now: float) -> list[Prediction]:
         """The predictions ``GET /v1/executions`` knows of: those ``executions_lag`` old."""
@@ -456,22 +496,39 @@ class Account:
         }
 
     def execution_row(self, pred: Prediction, now: float, video_url: str | None) -> dict[str, Any]:
-        """One row of ``GET /v1/executions`` (no input echo, as the API does)."""
+        """One row of ``GET /v1/executions`` (no input echo, as the API does). ``output`` is a
+        string: the video URL of a success, the JSON text of an error's object, else null."""
         status = pred.status(now)
         began = pred.created + pred.queue_delay <= (pred.ended_at or now)
         started = pred.created_wall + pred.queue_delay if began else None
-        output, _ = self.output(pred, video_url)
+        output, logs = self.output(pred, video_url)
+        text: str | None = None
+        if pred.ended == "success":
+            text = video_url
+        elif pred.ended == "error":
+            text = logs if output is None else json.dumps(output)
         return {
             "id": pred.id,
             "model": pred.model,
+            "requested_model": pred.model,
             "status": execution_status(status),
             "created_at": rfc3339(pred.created_wall),
             "started_at": rfc3339(started) if started is not None else None,
             "completed_at": rfc3339(pred.ended_wall) if pred.ended_wall is not None else None,
             "execution_cost": self.cost(pred),
             "run_time": self.predict_time(pred, now) if pred.ended else None,
-            "output": output,
+            "output": text,
+            "workflow_id": None,  # set for a workflow's steps; plain predictions have none
+            "workflow_execution_id": None,
         }
+
+    def executions(self, query: ExecutionsQuery, now: float) -> tuple[list[Prediction], int]:
+        """``(page, total)`` of ``GET /v1/executions``: the predictions listed by now
+        (``executions_lag``) matching ``query``; without ``from``, only those created within
+        ``executions_window`` of the wall clock."""
+        window = self.config.executions_window
+        earliest = None if query.since is not None or window is None else self.wall() - window
+        return select_executions(self.listed(now), query, now, earliest=earliest)
 
 
 def rfc3339(epoch: float) -> str:
@@ -479,95 +536,3 @@ def rfc3339(epoch: float) -> str:
     return (
         datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
-
-
-#: The status words ``GET /v1/executions`` knows (and accepts in its ``status`` filter).
-EXECUTION_STATUSES = frozenset({"created", "starting", "success", "error"})
-#: ``total_count`` stops counting here and ``total_capped`` turns true (the contract's lower bound).
-EXECUTIONS_COUNT_CAP = 1000
-
-
-def execution_status(status: str) -> str:
-    """A prediction status in the executions vocabulary: processing shows as ``starting`` and a
-    cancelled prediction as ``error`` (the list has no word for either)."""
-    return {"processing": "starting", "cancelled": "error"}.get(status, status)
-
-
-class QueryError(ValueError):
-    """A query parameter of ``GET /v1/executions`` is not acceptable (the API answers 400)."""
-
-
-@dataclass(frozen=True)
-class ExecutionsQuery:
-    model: str | None = None
-    statuses: frozenset[str] | None = None
-    since: float | None = None  # epoch seconds, inclusive
-    until: float | None = None  # epoch seconds, inclusive
-    limit: int = 20
-    offset: int = 0
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueryError(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise QueryError(f"{name} must be between {low} and {high}")
-    return value
-
-
-def _time_param(params: Mapping[str, str], name: str) -> float | None:
-    raw = params.get(name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise QueryError(f"{name} must be an RFC 3339 timestamp") from None
-    if when.tzinfo is None:
-        raise QueryError(f"{name} must be an RFC 3339 timestamp with a time zone")
-    return when.timestamp()
-
-
-def parse_executions_query(params: Mapping[str, str]) -> ExecutionsQuery:
-    """The filters of ``GET /v1/executions``; raises QueryError for anything the API refuses.
-
-    ``limit`` is 1-100 (default 20), ``offset`` at least 0, ``status`` a comma list of
-    EXECUTION_STATUSES, ``from``/``to`` RFC 3339 with a zone.
-    """
-    statuses: frozenset[str] | None = None
-    if params.get("status"):
-        words = {w.strip().lower() for w in params["status"].split(",") if w.strip()}
-        unknown = sorted(words - EXECUTION_STATUSES)
-        if unknown or not words:
-            raise QueryError(f"invalid status {', '.join(unknown) or params['status']!r}")
-        statuses = frozenset(words)
-    return ExecutionsQuery(
-        model=params.get("model") or None,
-        statuses=statuses,
-        since=_time_param(params, "from"),
-        until=_time_param(params, "to"),
-        limit=_int_param(params, "limit", 20, 1, 100),
-        offset=_int_param(params, "offset", 0, 0, 10**9),
-    )
-
-
-def select_executions(
-    preds: Iterable[Prediction], query: ExecutionsQuery, now: float
-) -> tuple[list[Prediction], int]:
-    """``(page, total)``: the predictions matching ``query``, newest first, sliced by offset and
-    limit, and how many matched in all."""
-    matched = [
-        p
-        for p in preds
-        if (query.model is None or p.model == query.model)
-        and (query.statuses is None or execution_status(p.status(now)) in query.statuses)
-        and (query.since is None or p.created_wall >= query.since)
-        and (query.until is None or p.created_wall <= query.until)
-    ]
-    matched.sort(key=lambda p: p.created, reverse=True)
-    return matched[query.offset : query.offset + query.limit], len(matched)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,20 +25,29 @@ FAST: dict[str, Any] = {
     "status_quantum": 0.05,
     "max_side": 128,
     "video_seconds": 1.5,
+    "starting_delay": 0.02,
+    "executions_lag": 0.05,  # lags as the real list does, well within the tests' reconcile wait
 }
+
+#: The simulator profile the runner's integration tests meet (``runner.simulator.PROFILES``):
+#: ``real`` by default; ``make test`` runs them again against ``realistic`` (a few percent
+#: transient faults on every endpoint). Tests of the simulator itself pin their own switches.
+PROFILE = os.environ.get("SIM_PROFILE", "real")
 
 StartSimulator = Callable[..., Awaitable[Simulator]]
 MakePng = Callable[..., bytes]
 
 
 @pytest.fixture
-async def simulator() -> AsyncIterator[StartSimulator]:
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[StartSimulator]:
     """A factory: ``sim = await simulator(concurrency=2)`` starts one (FAST plus the changes);
-    every simulator started is stopped at teardown."""
+    every simulator started is stopped at teardown. A test module of the simulator itself
+    sets ``SIM_PROFILE = "real"`` to stay on the default whatever ``SIM_PROFILE`` says."""
+    profile = getattr(request.module, "SIM_PROFILE", PROFILE)
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(**changes: Any) -> Simulator:
-            config = SimConfig(**{**FAST, **changes})
+            config = SimConfig.profile(profile, **{**FAST, **changes})
             return await stack.enter_async_context(Simulator(config))
 
         yield start

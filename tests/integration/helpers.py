@@ -30,6 +30,7 @@ FAST = Limits(
     poll_min=0.02,
     expected_runtime=0.3,
     item_timeout=60.0,
+    cancel_grace=1.0,
     request_timeout=5.0,
     download_timeout=10.0,
     transfer_stall=5.0,
@@ -37,6 +38,7 @@ FAST = Limits(
     lost_after=3.0,
     unreachable_after=5.0,
     unreachable_at_start=2.0,
+    fault_wait=0.02,
 )
 
 
@@ -189,3 +191,10 @@ async def wait_for(condition: Callable[[], bool], *, within: float = 30.0) -> No
     while not condition():
         assert loop.time() < deadline, "the condition never held"
         await asyncio.sleep(0.005)
+
+
+def served(sim: Any, endpoint: str) -> int:
+    """Requests to ``endpoint`` the simulator served, not counting those it faulted on purpose
+    (under the realistic profile a faulted request is asked again)."""
+    asked = sum(1 for _, name in sim.stats.api_requests if name == endpoint)
+    return asked - sim.stats.faults.get(endpoint, 0)

@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from .helpers import API_KEY, count_events, ledger_events, load, mp4_frames, write_manifest
+from .helpers import (
+    API_KEY,
+    count_events,
+    ledger_events,
+    load,
+    mp4_frames,
+    served,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,7 +156,7 @@ async def test_a_second_runner_on_the_same_output_exits_at_once_touching_nothing
     assert second.returncode == 4
     assert "another runner is already working in" in stderr.decode()
     # it refused before its own checks: the only schema lookup is the first runner's
-    assert [name for _, name in sim.stats.api_requests].count("model") == 1
+    assert served(sim, "model") == 1
     assert (output / "ledger.jsonl").read_bytes().startswith(ledger_before)
     assert await first.wait() == 0
     created = Counter(str(c.input["prompt"]) for c in sim.stats.creates)

@@ -31,6 +31,7 @@ from .helpers import (
     load,
     mp4_frames,
     run_config,
+    served,
     start_cli,
     wait_for,
     write_manifest,
@@ -325,7 +326,7 @@ async def test_a_prediction_id_that_is_not_a_plain_id_never_goes_into_a_url(
     result = await run(run_config(manifest_path, sim.base_url, output), manifest_path)
     assert result.exit_code == 0, result.text  # the real prediction was found by reconciling
     assert len(sim.stats.creates) == 1
-    assert sim.stats.presigns == 1  # the one upload: no request went to the presign path
+    assert served(sim, "presign") == 1  # the one upload: no request went to the presign path
 
 
 async def test_polls_refused_with_a_4xx_fail_the_item_with_the_real_cause(

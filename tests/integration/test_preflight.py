@@ -37,7 +37,7 @@ from runner.config import CheckConfig, RunConfig
 from runner.preflight import preflight
 from runner.run import run_batch
 
-from .helpers import API_KEY, FAST, load, write_manifest
+from .helpers import API_KEY, FAST, load, served, write_manifest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,10 +183,43 @@ async def test_validate_prints_the_plan_and_spends_nothing(simulator: Any, tmp_p
     assert got.out.rstrip().endswith("0 errors, 0 warnings: ready to run")
     assert_nothing_spent(sim)
     # One model lookup for six items, cached with its time in the output directory.
-    assert [endpoint for _, endpoint in sim.stats.api_requests] == ["model"]
+    assert {endpoint for _, endpoint in sim.stats.api_requests} == {"model"}
+    assert served(sim, "model") == 1
     cache = json.loads((out / "model-schemas.json").read_text())
     assert cache["models"]["minimax-i2v-01"]["fetched_at"].endswith("Z")
     assert sorted(p.name for p in out.iterdir()) == ["model-schemas.json"]
+
+
+async def test_an_image_url_on_a_private_address_is_warned_about_before_spending(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """The real service cannot fetch from this machine or a private network: the create would
+    fail INPUT_DOWNLOAD_ERROR. Say so before the run."""
+    sim = await simulator()
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "model: minimax-i2v-01\nitems:\n"
+        "  - id: lan\n    image: http://192.168.1.20/photo.png\n"
+        "    prompt: a deer slowly walks through the misty forest at dawn\n"
+    )
+    got = await cli(
+        "validate", str(manifest), "--api-base", sim.base_url, "--output", str(tmp_path / "out")
+    )
+    assert got.code == 0, got.err
+    assert (
+        'item 1 (id "lan"), field "image": the API\'s servers cannot fetch an image from a '
+        "private network address (192.168.1.20)" in got.err
+    )
+    strict = await cli(
+        "validate",
+        str(manifest),
+        "--api-base",
+        sim.base_url,
+        "--strict",
+        "--output",
+        str(tmp_path / "out"),
+    )
+    assert strict.code == 2
 
 
 async def test_dry_run_after_a_run_shows_everything_done_and_the_spend(
@@ -356,7 +389,10 @@ async def test_model_lookups_go_through_the_request_budget_the_run_shares(
         client = EachlabsClient(session, sim.base_url, API_KEY, budget, request_timeout=5.0)
         report = await preflight(manifest, CheckConfig(), output_dir=tmp_path / "o", client=client)
     assert report.errors == []
-    assert budget.sent == 1 == len(sim.stats.api_requests)  # one model, looked up once
+    # One model, looked up once (asked again only if the simulator faulted on purpose), and
+    # every request the simulator saw went through the budget.
+    assert served(sim, "model") == 1
+    assert budget.sent == len(sim.stats.api_requests)
 
 
 async def test_validate_with_simulate_checks_against_the_in_process_simulator(

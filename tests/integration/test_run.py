@@ -199,7 +199,7 @@ async def test_a_refused_key_stops_submitting_with_exit_3(simulator: Any, tmp_pa
     )
     assert result.exit_code == 3
     assert len(sim.stats.creates) == 0
-    assert "Invalid or missing API key" in result.text
+    assert "the API key is missing or invalid" in result.text  # the real 401 says only {}
 
 
 async def test_an_exhausted_balance_stops_submitting_but_finishes_what_runs(
@@ -264,7 +264,9 @@ async def test_retry_after_on_429_is_honoured_and_creates_wait_for_a_free_slot(
 async def test_a_prediction_past_its_deadline_is_cancelled_and_failed(
     simulator: Any, tmp_path: Path
 ) -> None:
-    sim = await simulator(runtime_mean=30.0, runtime_min=30.0, runtime_max=30.0)
+    sim = await simulator(
+        runtime_mean=30.0, runtime_min=30.0, runtime_max=30.0, cancel_ignored_rate=0.0
+    )
     manifest_path = write_manifest(tmp_path, count=2)
     config = run_config(
         manifest_path, sim.base_url, tmp_path / "out", replace(FAST, item_timeout=0.5)
@@ -276,6 +278,48 @@ async def test_a_prediction_past_its_deadline_is_cancelled_and_failed(
         ("failed", "timeout"),
     ]
     assert {c.status for c in sim.stats.completions.values()} == {"cancelled"}
+    assert result.summary["cost_usd"] == 0
+
+
+async def test_a_cancel_the_server_ignores_still_gets_its_video_downloaded(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Cancel is best effort: a prediction that finishes anyway is billed, so it is kept."""
+    sim = await simulator(
+        runtime_mean=1.0, runtime_min=1.0, runtime_max=1.0, cancel_ignored_rate=1.0
+    )
+    manifest_path = write_manifest(tmp_path, count=2)
+    output = tmp_path / "out"
+    limits = replace(FAST, item_timeout=0.3, cancel_grace=10.0)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, output, limits),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 0, result.text
+    assert [name for _, name in sim.stats.api_requests].count("cancel") >= 1  # asked, ignored
+    assert {c.status for c in sim.stats.completions.values()} == {"success"}
+    for row in result.summary["items"]:
+        assert mp4_frames(output / row["path"])[0] > 24
+
+
+async def test_a_cancel_still_running_after_the_grace_is_left_for_a_later_run(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator(
+        runtime_mean=30.0, runtime_min=30.0, runtime_max=30.0, cancel_ignored_rate=1.0
+    )
+    manifest_path = write_manifest(tmp_path, count=1)
+    limits = replace(FAST, item_timeout=0.3, cancel_grace=0.3)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
+        load(manifest_path),
+        resume_command="x",
+    )
+    assert result.exit_code == 1
+    [row] = result.summary["items"]
+    assert row["error_code"] == "timeout" and "a later run asks again" in row["error"]
+    assert row["prediction_id"]
 
 
 @pytest.mark.parametrize(

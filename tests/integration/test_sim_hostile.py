@@ -23,6 +23,9 @@ from runner.simulator.files import FTYP, generated_bytes
 from .conftest import FAST, StartSimulator
 from .test_simulator import MODEL, create, upload, wait_end
 
+#: Tests of the simulator itself stay on its default profile, whatever ``SIM_PROFILE`` says.
+SIM_PROFILE = "real"
+
 Session = aiohttp.ClientSession
 NOT_FOUND = {"status": 404, "error": "not found"}
 #: Long enough that a prediction is still running whenever a test looks at it.
@@ -142,7 +145,7 @@ async def test_executions_list_a_prediction_only_once_it_is_executions_lag_old(
 async def test_without_a_lag_a_new_prediction_is_listed_and_pollable_at_once(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(**SLOW)
+    sim = await simulator(executions_lag=0.0, **SLOW)
     prediction_id = await create(session, sim)
     async with session.get(f"{sim.base_url}/v1/executions") as r:
         assert [row["id"] for row in (await r.json())["executions"]] == [prediction_id]
@@ -179,7 +182,7 @@ async def test_polls_of_a_young_prediction_answer_404_until_it_is_old_enough(
     assert age(sim) >= 1.0
     assert sim.stats.hidden_polls == statuses.count(404) + (status == 404)
     async with session.get(f"{sim.base_url}/v1/prediction/nope") as r:
-        assert (r.status, await r.json()) == (404, {"error": "Prediction not found"})
+        assert (r.status, await r.json()) == (404, NOT_FOUND)  # the same answer as unknown ids
 
 
 async def test_a_share_of_polls_answer_404_at_random(
@@ -425,7 +428,8 @@ async def test_uploads_storage_and_videos_live_on_another_origin(
 async def test_an_image_on_the_api_origin_is_not_taken_for_an_upload(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator()
+    """(Fetched as any other URL would be, so private URLs are fetched here: it 404s.)"""
+    sim = await simulator(refuse_private_urls=False)
     image = await upload(session, sim)
     elsewhere = sim.base_url + URL(image).path
     envelope, _ = await wait_end(session, sim, await create(session, sim, elsewhere))
@@ -464,7 +468,7 @@ async def test_an_unreachable_api_refuses_connections_while_predictions_run_on(
 async def test_going_unreachable_cuts_off_a_held_create_but_the_prediction_exists(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(create_delay=30.0)
+    sim = await simulator(create_delay=30.0, executions_lag=0.0)
     image = await upload(session, sim)
     answer = asyncio.create_task(create(session, sim, image))
 

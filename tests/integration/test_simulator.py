@@ -21,12 +21,15 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from runner.models import MODELS
-from runner.simulator import SimConfig, Simulator, serve_forever
+from runner.simulator import PROFILES, SimConfig, Simulator, serve_forever
 
 from .conftest import MakePng, StartSimulator, png_bytes
 
+#: Tests of the simulator itself stay on its default profile, whatever ``SIM_PROFILE`` says.
+SIM_PROFILE = "real"
+
 Session = aiohttp.ClientSession
-IN_FLIGHT = {"created", "processing"}
+IN_FLIGHT = {"created", "starting", "processing"}
 MODEL = "minimax-i2v-01"
 
 
@@ -102,10 +105,14 @@ def closed_port() -> int:
 # -- authentication and request ids ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("error_bodies", "refusal"),
+    [("terse", {}), ("helpful", {"error": "Invalid or missing API key"})],
+)
 async def test_both_key_headers_work_and_a_missing_or_unknown_key_is_401(
-    simulator: StartSimulator,
+    simulator: StartSimulator, error_bodies: str, refusal: dict[str, str]
 ) -> None:
-    sim = await simulator(api_keys=frozenset({"good"}))
+    sim = await simulator(api_keys=frozenset({"good"}), error_bodies=error_bodies)
     url = f"{sim.base_url}/v1/executions"
     async with aiohttp.ClientSession() as bare:
         for headers in ({"X-API-Key": "good"}, {"Authorization": "Bearer good"}):
@@ -114,7 +121,7 @@ async def test_both_key_headers_work_and_a_missing_or_unknown_key_is_401(
         for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": "bad"}, {"Authorization": "Bearer"}):
             async with bare.get(url, headers=headers) as r:
                 assert r.status == 401
-                assert await r.json() == {"error": "Invalid or missing API key"}
+                assert await r.json() == refusal
         async with bare.get(f"{sim.base_url}/v1/model", params={"slug": MODEL}) as r:
             assert r.status == 200  # the model schema needs no key
     assert [name for _, name in sim.stats.api_requests].count("executions") == 6
@@ -155,58 +162,68 @@ async def test_create_answers_the_documented_body_on_both_paths(
     assert answer["predictionID"] == sim.stats.creates[0].prediction_id
 
 
+#: Creates the API refuses: (body, status); each creates nothing.
+REFUSED_CREATES: list[tuple[Any, int]] = [
+    ({"model": MODEL, "input": {"first_frame_image": "https://example.com/a.png"}}, 400),
+    (
+        {"model": MODEL, "input": {"prompt": 5, "first_frame_image": "https://example.com/a.png"}},
+        400,
+    ),
+    ({"model": MODEL, "input": {"prompt": "p"}}, 400),
+    ({"model": MODEL, "input": {"prompt": "p", "first_frame_image": 7}}, 400),
+    (
+        {
+            "model": MODEL,
+            "input": {
+                "prompt": "p",
+                "first_frame_image": "https://example.com/a.png",
+                "prompt_optimizer": "yes",
+            },
+        },
+        400,
+    ),
+    (
+        {
+            "model": "minimax-hailuo-v2-pro-image-to-video",
+            "input": {"prompt": "p", "image_url": "https://example.com/a.png", "duration": 7},
+        },
+        400,
+    ),
+    ({"model": MODEL, "input": "p"}, 400),
+    ({"input": {}}, 400),
+    ([1, 2], 422),
+]
+
+
+@pytest.mark.parametrize("error_bodies", ["terse", "helpful"])
 async def test_refused_creates_answer_the_documented_errors_and_create_nothing(
-    simulator: StartSimulator, session: Session
+    simulator: StartSimulator, session: Session, error_bodies: str
 ) -> None:
-    sim = await simulator()
+    sim = await simulator(error_bodies=error_bodies)
     url = f"{sim.base_url}/v1/prediction"
-    image = "https://example.com/a.png"
-    cases: list[tuple[Any, int, Any]] = [
-        ({"model": "no-such-model", "input": {}}, 404, {"status": 404, "error": "not found"}),
-        ({"model": MODEL, "input": {"first_frame_image": image}}, 400, None),
-        ({"model": MODEL, "input": {"prompt": 5, "first_frame_image": image}}, 400, None),
-        ({"model": MODEL, "input": {"prompt": "", "first_frame_image": image}}, 400, None),
-        ({"model": MODEL, "input": {"prompt": "x" * 2001, "first_frame_image": image}}, 400, None),
-        ({"model": MODEL, "input": {"prompt": "p", "first_frame_image": "/tmp/a.png"}}, 400, None),
-        (
-            {
-                "model": MODEL,
-                "input": {"prompt": "p", "first_frame_image": image, "prompt_optimizer": "yes"},
-            },
-            400,
-            None,
-        ),
-        (
-            {
-                "model": "minimax-hailuo-v2-pro-image-to-video",
-                "input": {"prompt": "p", "image_url": image, "duration": 7},
-            },
-            400,
-            None,
-        ),
-        ({"model": MODEL, "input": "p"}, 400, None),
-        ([1, 2], 422, {"error": "invalid request body"}),
-    ]
-    for body, status, expected in cases:
+    async with session.post(url, json={"model": "no-such-model", "input": {}}) as r:
+        assert (r.status, await r.json()) == (404, {"status": 404, "error": "not found"})
+    for body, status in REFUSED_CREATES:
         async with session.post(url, json=body) as r:
             assert r.status == status, body
             answer = await r.json()
-        if expected is not None:
-            assert answer == expected
+        if error_bodies == "terse":
+            assert answer == {}, body  # the real gateway says nothing more
         else:
-            assert isinstance(answer["error"], str) and answer["error"]
+            assert set(answer) == {"error"} and answer["error"], body
     async with session.post(
         url, data=b"{not json", headers={"Content-Type": "application/json"}
     ) as r:
         assert r.status == 422
-        assert await r.json() == {"error": "invalid request body"}
+        expected = {} if error_bodies == "terse" else {"error": "invalid request body"}
+        assert await r.json() == expected
     assert sim.stats.creates == []
 
 
 async def test_a_create_fault_answers_500_but_the_prediction_exists(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(create_fault_rate=1.0)
+    sim = await simulator(create_fault_rate=1.0, executions_lag=0.0)
     image = await upload(session, sim)
     body = {"model": MODEL, "input": {"prompt": "p", "first_frame_image": image}}
     async with session.post(f"{sim.base_url}/v1/prediction", json=body) as r:
@@ -219,7 +236,7 @@ async def test_a_create_fault_answers_500_but_the_prediction_exists(
 async def test_a_held_create_answer_comes_after_the_prediction_is_listed(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(create_delay=1.0)
+    sim = await simulator(create_delay=1.0, executions_lag=0.0)
     image = await upload(session, sim)
     answer = asyncio.create_task(create(session, sim, image))
     async with asyncio.timeout(0.9):
@@ -245,21 +262,28 @@ async def test_a_held_create_answer_comes_after_the_prediction_is_listed(
         ("object_video_url", lambda o: o["video_url"]),
     ],
 )
-async def test_a_prediction_goes_created_processing_success_with_each_output_shape(
+async def test_a_prediction_goes_created_starting_processing_success_with_each_output_shape(
     simulator: StartSimulator, session: Session, shape: str, extract: Any
 ) -> None:
-    sim = await simulator(output_shape=shape, queue_delay=0.15)
+    sim = await simulator(
+        output_shape=shape,
+        queue_delay=0.15,
+        starting_delay=0.15,
+        runtime_min=0.5,
+        runtime_mean=0.5,
+        runtime_max=0.5,
+    )
     prediction_id = await create(session, sim)
     first = await poll(session, sim, prediction_id)
     assert first["status"] == "created"
     assert first["output"] is None and first["metrics"] == {"predict_time": 0, "cost": 0}
     envelope, seen = await wait_end(session, sim, prediction_id)
-    assert seen == ["created", "processing", "success"]
+    assert seen == ["created", "starting", "processing", "success"]
     assert envelope["id"] == prediction_id
     assert envelope["input"] == sim.stats.creates[0].input
     assert envelope["urls"]["get"].endswith(f"/v1/prediction/{prediction_id}")
     assert envelope["urls"]["cancel"].endswith(f"/v1/prediction/{prediction_id}/cancel")
-    assert 0.2 <= envelope["metrics"]["predict_time"] <= 0.4
+    assert envelope["metrics"]["predict_time"] == pytest.approx(0.5)
     assert envelope["metrics"]["cost"] == pytest.approx(0.43)
     url = extract(envelope["output"])
     assert url == f"{sim.cdn_base_url}/cdn/{prediction_id}.mp4"
@@ -304,17 +328,27 @@ async def test_legacy_servers_say_failed_and_canceled(
     sim = await simulator(legacy_statuses=True, failure_rate=1.0, runtime_min=0.2)
     failed, _ = await wait_end(session, sim, await create(session, sim))
     assert failed["status"] == "failed"
-    slow = await simulator(legacy_statuses=True, runtime_mean=30, runtime_min=30, runtime_max=30)
+    slow = await simulator(
+        legacy_statuses=True,
+        cancel_ignored_rate=0.0,
+        runtime_mean=30,
+        runtime_min=30,
+        runtime_max=30,
+    )
     prediction_id = await create(session, slow)
     async with session.post(f"{slow.base_url}/v1/prediction/{prediction_id}/cancel") as r:
         assert r.status == 200
-    assert (await poll(session, slow, prediction_id))["status"] == "canceled"
+    envelope, _ = await wait_end(session, slow, prediction_id)
+    assert envelope["status"] == "canceled"
 
 
 async def test_an_unreachable_image_url_fails_soon_with_input_download_error(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(runtime_mean=30, runtime_min=30, runtime_max=30)
+    """(With private URLs fetched, so the fetch itself fails: nothing listens there.)"""
+    sim = await simulator(
+        runtime_mean=30, runtime_min=30, runtime_max=30, refuse_private_urls=False
+    )
     url = f"http://127.0.0.1:{closed_port()}/x.png"
     prediction_id = await create(session, sim, url)
     envelope, _ = await wait_end(session, sim, prediction_id, deadline=5.0)
@@ -338,8 +372,9 @@ async def test_an_unusable_image_fails_with_input_validation_error(
 async def test_an_image_on_another_host_is_fetched_over_http(
     simulator: StartSimulator, session: Session
 ) -> None:
+    """(The other host is on loopback: only a simulator that fetches private URLs takes it.)"""
     elsewhere = await simulator()
-    sim = await simulator()
+    sim = await simulator(refuse_private_urls=False)
     url = await upload(session, elsewhere)
     envelope, _ = await wait_end(session, sim, await create(session, sim, url))
     assert envelope["status"] == "success"
@@ -443,16 +478,38 @@ async def test_creates_beyond_the_balance_answer_402(
 async def test_cancel_ends_an_in_flight_prediction_unbilled_and_frees_its_slot(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(concurrency=1, runtime_mean=30, runtime_min=30, runtime_max=30)
+    sim = await simulator(
+        concurrency=1, cancel_ignored_rate=0.0, runtime_mean=30, runtime_min=30, runtime_max=30
+    )
     prediction_id = await create(session, sim)
     async with session.post(f"{sim.base_url}/v1/prediction/{prediction_id}/cancel") as r:
         answer = await r.json()
     assert r.status == 200
     assert answer["status"] == "success" and answer["predictionID"] == prediction_id
-    envelope = await poll(session, sim, prediction_id)
+    envelope, _ = await wait_end(session, sim, prediction_id)  # at its next status quantum
     assert envelope["status"] == "cancelled" and envelope["metrics"]["cost"] == 0
     assert sim.stats.in_flight == 0
     await create(session, sim)  # the slot is free again
+    async with session.post(f"{sim.base_url}/v1/prediction/nope/cancel") as r:
+        assert r.status == 500
+        assert await r.json() == {"error": "internal server error"}
+
+
+async def test_a_kind_server_cancels_at_once_and_says_an_unknown_id_is_not_found(
+    simulator: StartSimulator, session: Session
+) -> None:
+    sim = await simulator(
+        **{**PROFILES["kind"], "concurrency": 1},
+        runtime_mean=30,
+        runtime_min=30,
+        runtime_max=30,
+    )
+    prediction_id = await create(session, sim)
+    async with session.post(f"{sim.base_url}/v1/prediction/{prediction_id}/cancel") as r:
+        assert (await r.json())["status"] == "success"
+    envelope = await poll(session, sim, prediction_id)
+    assert envelope["status"] == "cancelled" and envelope["metrics"]["cost"] == 0
+    assert sim.stats.in_flight == 0
     async with session.post(f"{sim.base_url}/v1/prediction/nope/cancel") as r:
         assert r.status == 404
         assert await r.json() == {"error": "Prediction not found"}
@@ -490,13 +547,21 @@ async def test_model_and_models_serve_the_model_table(simulator: StartSimulator)
 async def test_executions_list_filter_and_page_newest_first(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator(runtime_mean=30, runtime_min=30, runtime_max=30)
+    sim = await simulator(
+        runtime_mean=30,
+        runtime_min=30,
+        runtime_max=30,
+        executions_lag=0.0,
+        cancel_ignored_rate=0.0,
+        starting_delay=30.0,
+    )
     image = await upload(session, sim)
     before = datetime.now(UTC) - timedelta(seconds=1)
     ids = [await create(session, sim, image) for _ in range(3)]
     other = await create(session, sim, image, model="minimax-i2v-01-live")
     async with session.post(f"{sim.base_url}/v1/prediction/{ids[0]}/cancel"):
         pass
+    await wait_end(session, sim, ids[0])
     url = f"{sim.base_url}/v1/executions"
     status, page = await get_json(session, url, model=MODEL)
     assert status == 200
@@ -505,15 +570,17 @@ async def test_executions_list_filter_and_page_newest_first(
     assert (page["offset"], page["limit"]) == (0, 20)
     row = page["executions"][0]
     assert set(row) == {
-        "id", "model", "status", "created_at", "started_at", "completed_at",
-        "execution_cost", "run_time", "output",
+        "id", "model", "requested_model", "status", "created_at", "started_at", "completed_at",
+        "execution_cost", "run_time", "output", "workflow_id", "workflow_execution_id",
     }  # fmt: skip
-    assert row["model"] == MODEL and row["output"] is None and row["completed_at"] is None
+    assert row["model"] == row["requested_model"] == MODEL
+    assert row["output"] is None and row["completed_at"] is None
+    assert row["workflow_id"] is None and row["workflow_execution_id"] is None
     assert datetime.fromisoformat(row["created_at"]) >= before
     cancelled = page["executions"][-1]
-    assert cancelled["status"] == "error" and cancelled["execution_cost"] == 0  # no "cancelled"
+    assert cancelled["status"] == "cancelled" and cancelled["execution_cost"] == 0
     _, page = await get_json(session, url, status="error")
-    assert [r["id"] for r in page["executions"]] == [ids[0]]
+    assert page["executions"] == []  # a cancelled prediction is not an error
     _, page = await get_json(session, url, status="created,starting")
     assert {r["id"] for r in page["executions"]} == {*ids[1:], other}
     _, page = await get_json(session, url, limit="2", offset="2")
@@ -540,6 +607,8 @@ async def test_executions_list_filter_and_page_newest_first(
         {"offset": "-1"},
         {"status": "processing"},
         {"status": "success,cancelled"},
+        {"status": "cancelled"},
+        {"status": "Success"},
         {"from": "yesterday"},
         {"to": "2025-01-01T00:00:00"},  # no time zone
     ],
@@ -549,20 +618,23 @@ async def test_executions_refuse_bad_parameters_with_400(
 ) -> None:
     sim = await simulator()
     status, body = await get_json(session, f"{sim.base_url}/v1/executions", **params)
+    assert (status, body) == (400, {})
+    helpful = await simulator(error_bodies="helpful")
+    status, body = await get_json(session, f"{helpful.base_url}/v1/executions", **params)
     assert status == 400 and body["error"]
 
 
 async def test_a_finished_execution_row_has_times_cost_and_output(
     simulator: StartSimulator, session: Session
 ) -> None:
-    sim = await simulator()
+    sim = await simulator(executions_lag=0.0)
     prediction_id = await create(session, sim)
     await wait_end(session, sim, prediction_id)
     _, page = await get_json(session, f"{sim.base_url}/v1/executions", status="success")
     row = page["executions"][0]
     assert row["id"] == prediction_id and row["status"] == "success"
     assert row["execution_cost"] == pytest.approx(0.43) and row["run_time"] > 0
-    assert row["output"] == [f"{sim.cdn_base_url}/cdn/{prediction_id}.mp4"]
+    assert row["output"] == f"{sim.cdn_base_url}/cdn/{prediction_id}.mp4"  # a string
     assert row["created_at"] <= row["started_at"] <= row["completed_at"]
     assert row["completed_at"].endswith("Z")
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from runner.budget import RequestBudget
-from runner.client import EachlabsClient
+from runner.client import IDEMPOTENT_RETRIES, EachlabsClient
 from runner.download import fetch_video
 from runner.errors import (
     AccountError,
@@ -325,13 +325,14 @@ async def test_a_long_retry_after_pauses_the_budget_for_the_cap_only_and_says_so
 async def test_three_answers_in_a_row_over_the_cap_make_the_api_unavailable(
     servers: Loopback, session: aiohttp.ClientSession
 ) -> None:
+    # A 429 (a 5xx would be asked again at once: see the idempotent retry tests).
     api = await servers.start(
-        {"GET /v1/prediction/p1": json_answer({}, 503, **{"Retry-After": "3600"})}
+        {"GET /v1/prediction/p1": json_answer({}, 429, **{"Retry-After": "3600"})}
     )
     client = client_for(session, api.url, max_retry_after=0.01)
     with anyio.fail_after(5):
         for _ in range(2):
-            with pytest.raises(ApiStatusError):
+            with pytest.raises(CapacityError):
                 await client.get("p1")
         with pytest.raises(ApiUnavailableError, match="3 answers in a row"):
             await client.get("p1")
@@ -640,3 +641,69 @@ async def test_a_download_on_the_api_clients_session_never_carries_the_key(
     got = await fetch_video(session, f"{cdn.url}/out/p1.mp4", tmp_path / "a.mp4", seconds=5.0)
     assert got.bytes == len(video)
     assert api.credentials() == [KEY] and cdn.credentials() == []
+
+
+# -- transient faults: everything but a create is asked again ---------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_a_poll_that_meets_a_transient_5xx_is_asked_again(
+    servers: Loopback, session: aiohttp.ClientSession, status: int
+) -> None:
+    api = await servers.start(
+        {"GET /v1/prediction/p1": sequence(json_answer({}, status), json_answer(ENVELOPE))}
+    )
+    client = client_for(session, api.url, retry_wait=lambda _: 0.0)
+    with anyio.fail_after(5):
+        prediction = await client.get("p1")
+    assert prediction.id == "p1" and len(api.seen) == 2
+
+
+async def test_a_persistent_5xx_is_asked_again_only_twice(
+    servers: Loopback, session: aiohttp.ClientSession
+) -> None:
+    api = await servers.start({"GET /v1/executions": json_answer({}, 502)})
+    client = client_for(session, api.url, retry_wait=lambda _: 0.0)
+    with anyio.fail_after(5), pytest.raises(ApiStatusError, match="HTTP 502"):
+        await client.executions(model="m")
+    assert len(api.seen) == 3
+
+
+@pytest.mark.parametrize("status", [400, 404, 429])
+async def test_a_refusal_is_not_asked_again(
+    servers: Loopback, session: aiohttp.ClientSession, status: int
+) -> None:
+    api = await servers.start({"GET /v1/prediction/p1": json_answer({}, status)})
+    client = client_for(session, api.url, retry_wait=lambda _: 0.0)
+    with anyio.fail_after(5), pytest.raises(ApiStatusError):
+        await client.get("p1")
+    assert len(api.seen) == 1
+
+
+async def test_a_create_answered_5xx_is_never_sent_again(
+    servers: Loopback, session: aiohttp.ClientSession
+) -> None:
+    api = await servers.start({"POST /v1/prediction": json_answer({}, 502)})
+    client = client_for(session, api.url, retry_wait=lambda _: 0.0)
+    with anyio.fail_after(5), pytest.raises(AmbiguousCreateError):
+        await client.create("minimax-i2v-01", {"prompt": "p"})
+    assert len(api.seen) == 1
+
+
+async def test_a_get_whose_connection_drops_reaches_the_server_once_per_try(
+    servers: Loopback, session: aiohttp.ClientSession
+) -> None:
+    """aiohttp would resend a dropped GET by itself, behind the request window's back: every
+    request the server sees must have had its place in the window."""
+
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    api = await servers.start({"GET /v1/prediction/p1": hang_up})
+    budget = RequestBudget(1000, 1.0)
+    client = client_for(session, api.url, budget=budget, retry_wait=lambda _: 0.0)
+    with anyio.fail_after(5), pytest.raises(TransportError):
+        await client.get("p1")
+    assert len(api.seen) == budget.sent == 1 + IDEMPOTENT_RETRIES

@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from runner.findings import ERROR, WARNING, Finding
-from runner.images import HEAD_BYTES, check, describe_other, dimensions, sniff_content_type
+from runner.images import (
+    HEAD_BYTES,
+    check,
+    describe_other,
+    dimensions,
+    sniff_content_type,
+    unreachable_host,
+)
 
 MB = 1024 * 1024
 LIMIT = 20 * MB
@@ -155,3 +162,26 @@ def test_the_size_limit_is_configurable() -> None:
 )
 def test_what_a_file_that_is_not_an_image_seems_to_be(head: bytes, description: str) -> None:
     assert describe_other(head) == description
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8750/storage/a.png", "a loopback address (127.0.0.1)"),
+        ("http://[::1]/a.png", "a loopback address (::1)"),
+        ("http://localhost/a.png", "a name of this machine or network (localhost)"),
+        ("http://nas.local/a.png", "a name of this machine or network (nas.local)"),
+        ("https://10.0.0.7/a.png", "a private network address (10.0.0.7)"),
+        ("https://192.168.1.20/a.png", "a private network address (192.168.1.20)"),
+        ("https://[fd12::1]/a.png", "a private network address (fd12::1)"),
+        ("http://169.254.169.254/latest", "a link-local address (169.254.169.254)"),
+        ("http://0.0.0.0/a.png", "an unspecified address (0.0.0.0)"),
+        ("http://127.1/a.png", "a loopback address (127.1)"),  # as resolvers read it
+        ("http://[::ffff:10.0.0.1]/a.png", "a private network address (::ffff:10.0.0.1)"),
+        ("https://100.64.0.1/a.png", None),  # carrier-grade NAT: not a private range
+        ("https://cdn.example.org/a.png", None),
+        ("https://93.184.215.14/a.png", None),
+    ],
+)
+def test_image_urls_the_service_cannot_reach_are_named(url: str, reason: str | None) -> None:
+    assert unreachable_host(url) == reason

@@ -187,9 +187,19 @@ def test_created_id_reads_prediction_id_then_id(body: object, expected: str | No
     ("text", "message"),
     [
         ('{"error": "Invalid or missing API key"}', "Invalid or missing API key"),
-        ("{}", "{}"),
-        ("", "Bad Request"),
-        ("<html>502 Bad Gateway</html>", "<html>502 Bad Gateway</html>"),
+        ("{}", "Bad Request (the server gave no reason)"),
+        ("", "Bad Request (the server gave no reason)"),
+        ('{"status": 400}', "Bad Request (the server gave no reason)"),
+        ("502 Bad Gateway from the proxy", "502 Bad Gateway from the proxy"),
+        (
+            "<html>\n<head><title>504 Gateway Time-out</title></head>\n<body><center>"
+            "<h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body>\n</html>",
+            "504 Gateway Time-out (a gateway's page, not the API's answer)",
+        ),
+        (
+            "<!DOCTYPE html><html><body>oops</body></html>",
+            "an HTML page (a gateway's page, not the API's answer)",
+        ),
         (
             '{"status": 402, "error": "payment required", "details": "balance too low"}',
             "payment required: balance too low",
@@ -208,6 +218,21 @@ def test_created_id_reads_prediction_id_then_id(body: object, expected: str | No
 )
 def test_error_bodies_of_any_shape(text: str, message: str) -> None:
     assert protocol.error_text(text, "Bad Request")[0] == message
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "input does not match the model's schema"),
+        (401, "the API key is missing or invalid"),
+        (422, "the request body could not be read"),
+        (599, "no error message"),
+    ],
+)
+def test_a_terse_empty_body_says_what_its_status_means(status: int, message: str) -> None:
+    """The real gateway answers 400, 401 and 422 with ``{}``: the message must still help."""
+    text = protocol.error_text("{}", "", status)[0]
+    assert message in text and text.endswith("(the server gave no reason)")
 
 
 def test_retry_after_seconds_and_http_date() -> None:

@@ -72,3 +72,37 @@ def test_a_stopped_run_says_why_and_what_to_do(kind: str, advice: str) -> None:
     assert "stopped early: the cause" in text
     assert advice in text
     assert "to resume: i2v-runner run m" in text
+
+
+def _failed(item_id: str, code: str, **state: Any) -> dict[str, Any]:
+    from runner.jobs import JobState
+    from runner.ledger import KeyState
+    from runner.report import item_row
+
+    key_state = KeyState(
+        key="k", item=item_id, state=JobState.FAILED, error="e", error_code=code, **state
+    )
+    return item_row(item_id, key_state)
+
+
+@pytest.mark.parametrize(
+    ("rows", "resume", "retry"),
+    [
+        # A paid video whose download failed: a plain run downloads it, never creates again.
+        ([_failed("a", "DOWNLOAD_FAILED", prediction_id="p", output_url="https://c/v.mp4")],
+         True, False),
+        # Given up on while it may exist: a plain run asks the server first.
+        ([_failed("a", "timeout", prediction_id="p")], True, False),
+        # A failure of the model: only --retry-failed creates it again.
+        ([_failed("a", "PROVIDER_FAILED", prediction_id="p")], False, True),
+        ([_failed("a", "PROVIDER_FAILED", prediction_id="p"),
+          _failed("b", "LOST", prediction_id="q")], True, True),
+    ],
+)  # fmt: skip
+def test_the_next_command_is_the_one_that_takes_up_each_failure(
+    rows: list[dict[str, Any]], resume: bool, retry: bool
+) -> None:
+    counts = {"total": 3, "done": 3 - len(rows), "failed": len(rows), "pending": 0, "running": 0}
+    text = render(summary(counts=counts, items=rows), "out", "i2v-runner run m")
+    assert ("to resume: i2v-runner run m\n" in text + "\n") == resume
+    assert ("i2v-runner run m --retry-failed" in text) == retry

@@ -1,32 +1,45 @@
-"""The simulator's pure parts: draws, quantum, validation, limits, executions, camera motion."""
+"""The simulator's pure parts: draws, quantum, validation, limits, executions, camera motion,
+the private-address rule, the lifecycle words, best-effort cancels, faults and profiles."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
 
 from runner.models import MODELS
-from runner.simulator import SimConfig, SimStats
+from runner.simulator import PROFILES, SimConfig, SimStats
+from runner.simulator.config import (
+    DEFAULT_FAULT_ENDPOINTS,
+    DEFAULT_FAULT_KINDS,
+    FAULT_ENDPOINTS,
+    FAULT_KINDS,
+    parse_names,
+)
+from runner.simulator.executions import (
+    ExecutionsQuery,
+    QueryError,
+    execution_status,
+    parse_executions_query,
+    select_executions,
+)
 from runner.simulator.files import FTYP, Upload, generated_bytes, parse_range
+from runner.simulator.inputs import private_host, validate_input
 from runner.simulator.state import (
     PROVIDER_FAILED,
     PROVIDER_RATE_LIMIT,
     Account,
-    ExecutionsQuery,
     Prediction,
-    QueryError,
     RequestWindow,
     SeenRequest,
     draw_failure,
     draw_run_time,
-    execution_status,
-    parse_executions_query,
+    lifecycle_status,
+    next_quantum,
     quantize,
     rfc3339,
-    select_executions,
-    validate_input,
 )
 from runner.simulator.video import crop_box, frame_size, motion_for
 
@@ -76,28 +89,94 @@ GOOD = {"prompt": "p", "image_url": "https://x.test/a.png"}
     [
         ({}, None),
         ({"duration": 10, "resolution": "512P", "unknown": 1}, None),
-        ({"prompt": None}, "input.prompt is required"),
-        ({"prompt": ""}, "input.prompt must be at least 1 characters"),
-        ({"prompt": 3}, "input.prompt must be of type string"),
-        ({"duration": 7}, "input.duration must be one of [6, 10]"),
-        ({"duration": True}, "input.duration must be of type integer"),
-        ({"prompt_optimizer": "yes"}, "input.prompt_optimizer must be of type boolean"),
-        ({"image_url": "file:///a.png"}, "input.image_url must be an http(s) URL"),
+        ({"prompt": ""}, None),  # the published schema sets no length
+        ({"prompt": "x" * 5000}, None),
+        ({"image_url": "file:///a.png"}, None),  # nor a format: the fetch fails instead
+        ({"duration": 6.0}, None),  # JSON Schema: 6.0 is an integer
+        ({"prompt": None}, "input: 'prompt' is a required property"),
+        ({"prompt": 3}, "input.prompt: 3 is not of type 'string'"),
+        ({"duration": 7}, "input.duration: 7 is not one of [6, 10]"),
+        ({"duration": True}, "input.duration: True is not of type 'integer'"),
+        ({"prompt_optimizer": "yes"}, "input.prompt_optimizer: 'yes' is not of type 'boolean'"),
+        ({"resolution": "1080P"}, "input.resolution: '1080P' is not one of ['768P', '512P']"),
     ],
 )
-def test_inputs_are_checked_against_the_model_schema(
+def test_inputs_are_checked_against_the_model_schema_by_jsonschema(
     change: dict[str, Any], problem: str | None
 ) -> None:
     given = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     assert validate_input(SCHEMA, given) == problem
 
 
-def test_numeric_bounds_are_checked() -> None:
-    schema = {"properties": {"n": {"type": "number", "minimum": 1, "maximum": 2}}}
+def test_any_json_schema_rule_is_checked() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "number", "minimum": 1, "maximum": 2},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
     assert validate_input(schema, {"n": 1.5}) is None
-    assert validate_input(schema, {"n": 0}) == "input.n must be at least 1"
-    assert validate_input(schema, {"n": 3}) == "input.n must be at most 2"
-    assert validate_input(schema, []) == "input must be an object"
+    assert validate_input(schema, {"n": 0}) == "input.n: 0 is less than the minimum of 1"
+    assert validate_input(schema, {"n": 3}) == "input.n: 3 is greater than the maximum of 2"
+    assert validate_input(schema, {"tags": ["a", 3]}) == "input.tags[1]: 3 is not of type 'string'"
+    assert validate_input(schema, []) == "input: [] is not of type 'object'"
+
+
+I2V_PROPERTIES = {
+    "prompt": {"type": "string"},
+    "first_frame_image": {"type": "string"},
+    "prompt_optimizer": {"type": "boolean", "default": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("slug", "schema"),
+    [
+        *(
+            (slug, {
+                "type": "object",
+                "properties": I2V_PROPERTIES,
+                "required": ["prompt", "first_frame_image"],
+            })
+            for slug in (
+                "minimax-i2v-01", "minimax-i2v-01-director", "minimax-i2v-01-live",
+                "hailuo-i2v-live",
+            )
+        ),
+        ("hailuo-i2v-0-1", {
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string"},
+                "prompt_optimizer": {"type": "boolean"},
+                "first_frame_image": {"type": "string"},
+            },
+        }),
+        *(
+            (slug, {
+                "type": "object",
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "image_url": {"type": "string"},
+                    "prompt_optimizer": {"type": "boolean"},
+                    "duration": {"type": "integer", "enum": [6, 10]},
+                    "resolution": {"type": "string", "enum": ["768P", "512P"]},
+                },
+                "required": ["prompt", "image_url"],
+            })
+            for slug in (
+                "minimax-hailuo-v2-standard-image-to-video",
+                "minimax-hailuo-v2-pro-image-to-video",
+            )
+        ),
+    ],
+)  # fmt: skip
+def test_the_served_schemas_say_only_what_the_published_pages_say(
+    slug: str, schema: dict[str, Any]
+) -> None:
+    assert MODELS[slug].request_schema() == schema
+    text = json.dumps(schema)
+    assert "minLength" not in text and "maxLength" not in text and "format" not in text
 
 
 def test_the_request_window_is_strict_and_sliding() -> None:
@@ -123,7 +202,23 @@ def make_prediction(n: int, model: str = "m", **fields: Any) -> Prediction:
     return Prediction(**{**base, **fields})
 
 
-def test_a_prediction_is_created_then_processing_then_what_it_ended_in() -> None:
+@pytest.mark.parametrize(
+    ("elapsed", "poll", "row"),
+    [(0.0, "created", "created"), (0.99, "created", "created"), (1.0, "starting", "starting"),
+     (2.99, "starting", "starting"), (3.0, "processing", "starting"),
+     (150.0, "processing", "starting")],
+)  # fmt: skip
+def test_the_lifecycle_words_of_polls_and_executions_rows(
+    elapsed: float, poll: str, row: str
+) -> None:
+    """created for queue_delay (1 s), starting for starting_delay (2 s), then processing;
+    the executions list says starting for both starting and processing."""
+    assert lifecycle_status(elapsed, 1.0, 2.0) == poll
+    assert make_prediction(0, starting_delay=2.0).status(elapsed) == poll
+    assert execution_status(poll) == row
+
+
+def test_without_a_starting_phase_created_turns_straight_to_processing() -> None:
     p = make_prediction(0)
     assert [p.status(t) for t in (0.0, 0.99, 1.0, 150.0)] == ["created"] * 2 + ["processing"] * 2
     p.ended = "success"
@@ -139,10 +234,31 @@ def test_executions_filter_by_model_status_and_time_newest_first() -> None:
     page, total = select_executions(preds, ExecutionsQuery(model="a"), 100.0)
     assert [p.id for p in page] == ["p5", "p3", "p1"]
     page, _ = select_executions(preds, ExecutionsQuery(statuses=frozenset({"error"})), 100.0)
-    assert [p.id for p in page] == ["p1"]  # cancelled shows as error
+    assert page == []  # cancelled is not error (and the filter cannot ask for it)
+    page, _ = select_executions(preds, ExecutionsQuery(statuses=frozenset({"success"})), 100.0)
+    assert [p.id for p in page] == ["p3"]
     query = ExecutionsQuery(since=1_700_000_002.0, until=1_700_000_004.0, limit=2, offset=1)
     page, total = select_executions(preds, query, 100.0)
     assert [p.id for p in page] == ["p3", "p2"] and total == 3
+    page, total = select_executions(preds, ExecutionsQuery(), 100.0, earliest=1_700_000_004.0)
+    assert [p.id for p in page] == ["p5", "p4"] and total == 2  # no from: the default window
+    query = ExecutionsQuery(since=1_700_000_000.0)
+    assert select_executions(preds, query, 100.0, earliest=1_700_000_004.0)[1] == 6
+
+
+def test_without_from_the_executions_list_goes_back_90_days() -> None:
+    day = 86400.0
+    clock = [1_700_000_000.0]
+    account = Account(SimConfig(executions_lag=0.0), SimStats(), wall=lambda: clock[0])
+    old = account.create("m", {}, 0.0, None)
+    clock[0] += 90 * day - 1
+    assert account.executions(ExecutionsQuery(), 1.0) == ([old], 1)
+    clock[0] += 2
+    assert account.executions(ExecutionsQuery(), 1.0) == ([], 0)
+    assert account.executions(ExecutionsQuery(since=0.0), 1.0) == ([old], 1)
+    forever = Account(SimConfig(executions_window=None), SimStats(), wall=lambda: clock[0])
+    forever.predictions = account.predictions
+    assert forever.executions(ExecutionsQuery(), 9.0) == ([old], 1)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +278,8 @@ def test_executions_queries_parse(params: dict[str, str], expected: ExecutionsQu
 @pytest.mark.parametrize(
     "params",
     [{"limit": "0"}, {"limit": "101"}, {"offset": "-1"}, {"limit": "x"}, {"status": "processing"},
-     {"status": ","}, {"from": "2023-11-14T22:13:20"}, {"to": "soon"}],
+     {"status": ","}, {"status": "Success"}, {"status": "ERROR"}, {"status": "cancelled"},
+     {"status": "success,failed"}, {"from": "2023-11-14T22:13:20"}, {"to": "soon"}],
 )  # fmt: skip
 def test_bad_executions_queries_are_refused(params: dict[str, str]) -> None:
     with pytest.raises(QueryError):
@@ -170,11 +287,14 @@ def test_bad_executions_queries_are_refused(params: dict[str, str]) -> None:
 
 
 def test_status_words_on_the_wire() -> None:
-    assert [execution_status(s) for s in ("created", "processing", "cancelled", "success")] == [
+    words = ("created", "starting", "processing", "cancelled", "success", "error")
+    assert [execution_status(s) for s in words] == [
         "created",
         "starting",
-        "error",
+        "starting",
+        "cancelled",
         "success",
+        "error",
     ]
     legacy = Account(SimConfig(legacy_statuses=True), SimStats())
     assert [legacy.wire_status(s) for s in ("error", "cancelled", "success")] == [
@@ -221,6 +341,9 @@ def test_scaled_divides_the_hostile_durations_too() -> None:
     fast = SimConfig(executions_lag=5.0, poll_not_found_for=2.0, storage_ttl=100.0).scaled(10)
     assert (fast.executions_lag, fast.poll_not_found_for, fast.storage_ttl) == (0.5, 0.2, 10.0)
     assert SimConfig().scaled(10).storage_ttl is None
+    fast = SimConfig(fault_hang=60.0, starting_delay=2.0, executions_window=1000.0).scaled(10)
+    assert (fast.fault_hang, fast.starting_delay, fast.executions_window) == (6.0, 0.2, 100.0)
+    assert SimConfig(executions_window=None).scaled(10).executions_window is None
 
 
 def test_every_hostile_switch_is_off_by_default() -> None:
@@ -228,7 +351,53 @@ def test_every_hostile_switch_is_off_by_default() -> None:
     assert (c.create_bad_answer, c.redirect_polls_to, c.redirect_creates_to) == (None,) * 3
     assert (c.cdn_body_bytes, c.storage_ttl, c.cdn_stall) == (None, None, False)
     assert c.create_bad_answer_rate == 1.0 and c.create_bad_answer_creates is True
-    assert (c.executions_lag, c.poll_not_found_for, c.poll_not_found_rate) == (0.0,) * 3
+    assert (c.poll_not_found_for, c.poll_not_found_rate) == (0.0,) * 2
+    assert (c.fault_rate, c.create_fault_rate, c.truncate_downloads_rate) == (0.0,) * 3
+
+
+def test_the_real_services_rough_edges_are_on_by_default() -> None:
+    c = SimConfig()
+    assert (c.error_bodies, c.cancel_at_once, c.cancel_ignored_rate) == ("terse", False, 0.1)
+    assert c.cancel_answer_status == "success" and c.refuse_private_urls is True
+    assert (c.executions_lag, c.executions_window) == (3.0, 90 * 86400.0)
+    assert c.fault_endpoints == DEFAULT_FAULT_ENDPOINTS == FAULT_ENDPOINTS - {"cdn"}
+    assert c.fault_kinds == DEFAULT_FAULT_KINDS == FAULT_KINDS - {"timeout"}
+    assert "create" not in FAULT_ENDPOINTS  # creates have create_fault_rate
+
+
+def test_the_profiles() -> None:
+    assert PROFILES["real"] == {}
+    assert PROFILES["kind"] == {
+        "error_bodies": "helpful",
+        "cancel_at_once": True,
+        "cancel_ignored_rate": 0.0,
+        "executions_lag": 0.0,
+        "refuse_private_urls": False,
+    }
+    assert PROFILES["realistic"] == {
+        "fault_rate": 0.03,
+        "create_fault_rate": 0.02,
+        "truncate_downloads_rate": 0.03,
+    }
+    assert SimConfig.profile("real") == SimConfig()
+    kind = SimConfig.profile("kind", seed=3, executions_lag=1.0)
+    assert (kind.error_bodies, kind.seed, kind.executions_lag) == ("helpful", 3, 1.0)
+    with pytest.raises(ValueError, match="unknown profile"):
+        SimConfig.profile("nice")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("500", {"500"}), ("500, reset,500", {"500", "reset"}), ("timeout,", {"timeout"})],
+)
+def test_comma_lists_of_names_parse(text: str, expected: set[str]) -> None:
+    assert parse_names(text, FAULT_KINDS, "--fault-kinds") == expected
+
+
+@pytest.mark.parametrize("text", ["", " , ", "500,teapot", "create"])
+def test_comma_lists_with_unknown_names_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--fault-kinds"):
+        parse_names(text, FAULT_KINDS, "--fault-kinds")
 
 
 @pytest.mark.parametrize(
@@ -237,7 +406,13 @@ def test_every_hostile_switch_is_off_by_default() -> None:
      {"create_bad_answer": "teapot"}, {"create_bad_answer_rate": 1.5},
      {"poll_not_found_rate": -0.1}, {"executions_lag": -1}, {"poll_not_found_for": -1},
      {"storage_ttl": 0}, {"cdn_body_bytes": 0}, {"redirect_polls_to": "elsewhere"},
-     {"redirect_creates_to": "ftp://host"}, {"redirect_polls_to": "http://host/?a=1"}],
+     {"redirect_creates_to": "ftp://host"}, {"redirect_polls_to": "http://host/?a=1"},
+     {"error_bodies": "rude"}, {"cancel_answer_status": "maybe"}, {"cancel_ignored_rate": 2},
+     {"fault_rate": -0.5}, {"fault_rate": float("nan")}, {"fault_endpoints": frozenset({"create"})},
+     {"fault_kinds": frozenset()}, {"fault_kinds": frozenset({"418"})}, {"fault_hang": -1},
+     {"fault_hang": float("nan")}, {"starting_delay": -1}, {"executions_window": 0},
+     {"executions_lag": float("inf")}, {"create_fault_rate": 1.1},
+     {"truncate_downloads_rate": -1}],
 )  # fmt: skip
 def test_nonsense_configs_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -369,3 +544,184 @@ def test_the_summary_counts_the_hostile_switches() -> None:
     }
     assert summary["expired_uploads"] == 5
     assert (summary["cdn_requests"], summary["cdn_requests_with_credentials"]) == (2, 1)
+
+
+# -- the private-address rule ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "private"),
+    [("localhost", True), ("LOCALHOST.", True), ("app.localhost", True), ("127.0.0.1", True),
+     ("127.9.9.9", True), ("127.1", True), ("2130706433", True), ("0x7f000001", True),
+     ("::1", True), ("[::1]", True), ("::ffff:127.0.0.1", True), ("10.1.2.3", True),
+     ("172.16.0.1", True), ("172.31.255.255", True), ("192.168.1.10", True), ("fd12:3456::1", True),
+     ("fc00::1", True), ("169.254.169.254", True), ("fe80::1", True), ("fe80::1%eth0", True),
+     ("0.0.0.0", True), ("::", True), ("::ffff:10.0.0.1", True),
+     ("172.32.0.1", False), ("172.15.255.255", False), ("8.8.8.8", False), ("100.64.0.1", False),
+     ("2001:4860::8888", False), ("example.com", False), ("cdn-us.eachlabs.ai", False),
+     ("localhost.example.com", False), ("10.example.com", False), ("", False), (None, False)],
+)  # fmt: skip
+def test_the_private_address_rule(host: str | None, private: bool) -> None:
+    """localhost, loopback, RFC 1918 and RFC 4193 private, link-local and unspecified addresses
+    (in any spelling a resolver takes) are what the real service cannot fetch from."""
+    reason = private_host(host)
+    assert (reason is not None) == private
+    if reason is not None:
+        assert host is not None and host in reason
+
+
+# -- best-effort cancels --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "quantum", "expected"),
+    [(0.0, 5.0, 5.0), (0.1, 5.0, 5.0), (4.99, 5.0, 5.0), (5.0, 5.0, 10.0), (201.0, 5.0, 205.0),
+     (0.1, 0.05, 0.15), (3.3, 0.0, 3.3)],
+)  # fmt: skip
+def test_a_cancel_takes_effect_at_the_next_quantum_strictly_after_now(
+    elapsed: float, quantum: float, expected: float
+) -> None:
+    assert next_quantum(elapsed, quantum) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("changes", "now", "effect"),
+    [({}, 12.0, 15.0), ({}, 15.0, 20.0), ({"cancel_at_once": True}, 12.0, 12.0),
+     ({"status_quantum": 0.0}, 12.0, 12.0), ({"cancel_ignored_rate": 1.0}, 12.0, None)],
+)  # fmt: skip
+def test_when_a_cancel_takes_effect(
+    changes: dict[str, Any], now: float, effect: float | None
+) -> None:
+    account = Account(SimConfig(**{"cancel_ignored_rate": 0.0, **changes}), SimStats())
+    pred = account.create("m", {}, 0.0, None)
+    plan = account.cancel(pred, now)
+    assert plan.takes_effect_at == (None if effect is None else pytest.approx(effect))
+    assert plan.answer_status == "success"
+    assert pred.ended is None  # the decision is cancel_due's, when the time comes
+    assert account.stats.cancels == 1
+    assert account.stats.cancels_ignored == (effect is None)
+
+
+def test_a_share_of_cancels_is_ignored() -> None:
+    account = Account(SimConfig(cancel_ignored_rate=0.3, concurrency=500), SimStats())
+    plans = [account.cancel(account.create("m", {}, 0.0, None), 1.0) for _ in range(400)]
+    ignored = sum(plan.takes_effect_at is None for plan in plans)
+    assert 80 < ignored < 160 and account.stats.cancels_ignored == ignored
+    assert Account(SimConfig(), SimStats()).config.cancel_ignored_rate == 0.1
+
+
+def test_no_cancel_draw_when_none_are_ignored() -> None:
+    account = Account(SimConfig(cancel_ignored_rate=0.0), SimStats())
+    pred = account.create("m", {}, 0.0, None)
+    state = account.rng.getstate()
+    account.cancel(pred, 1.0)
+    assert account.rng.getstate() == state
+
+
+def test_an_earlier_cancel_keeps_its_time_and_an_ended_prediction_is_left_alone() -> None:
+    account = Account(SimConfig(cancel_ignored_rate=0.0), SimStats())
+    pred = account.create("m", {}, 0.0, None)
+    assert account.cancel(pred, 1.0).takes_effect_at == 5.0
+    assert account.cancel(pred, 4.0).takes_effect_at == 5.0 and pred.cancel_at == 5.0
+    account.finish(pred, "success", 5.0)
+    assert account.cancel(pred, 6.0).takes_effect_at is None
+    assert account.stats.cancels == 2  # cancels of an in-flight prediction
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [("success", {"success"}), ("cancelled", {"cancelled"}), ("random", {"success", "cancelled"})],
+)
+def test_the_cancel_answer_word_is_unrelated_to_the_outcome(setting: str, words: set[str]) -> None:
+    account = Account(
+        SimConfig(cancel_answer_status=setting, cancel_ignored_rate=0.5, concurrency=100),
+        SimStats(),
+    )
+    plans = [account.cancel(account.create("m", {}, 0.0, None), 1.0) for _ in range(60)]
+    assert {plan.answer_status for plan in plans} == words
+    ignored = {plan.answer_status for plan in plans if plan.takes_effect_at is None}
+    taken = {plan.answer_status for plan in plans if plan.takes_effect_at is not None}
+    assert ignored == taken == words
+
+
+@pytest.mark.parametrize(
+    ("due", "cancel_at", "ends"),
+    [(200.0, 5.0, "cancelled"), (5.0, 5.0, "success"), (3.0, 5.0, "success")],
+)
+def test_a_cancel_loses_to_an_end_due_no_later(due: float, cancel_at: float, ends: str) -> None:
+    account = Account(SimConfig(), SimStats())
+    pred = account.create("m", {}, 0.0, None)
+    pred.due = due
+    if due <= cancel_at:  # the prediction's own task ends it first, or at the same time
+        assert not account.cancel_due(pred, cancel_at)
+        account.finish(pred, "success", due)
+    else:
+        assert account.cancel_due(pred, cancel_at)
+    assert pred.ended == ends
+    assert account.spent_usd == pytest.approx(0.43 if ends == "success" else 0.0)
+    assert not account.cancel_due(pred, cancel_at + 1)  # an ended prediction stays as it is
+
+
+# -- transient faults -----------------------------------------------------------------------------
+
+
+def test_faults_hit_their_endpoints_at_their_rate_and_are_counted() -> None:
+    config = SimConfig(fault_rate=0.5, fault_endpoints=frozenset({"get", "upload"}))
+    account = Account(config, SimStats())
+    drawn = [account.fault("get") for _ in range(300)]
+    assert 100 < sum(d is not None for d in drawn) < 200
+    assert {d for d in drawn if d is not None} == DEFAULT_FAULT_KINDS
+    assert account.fault("executions") is None and account.fault("create") is None
+    assert account.stats.faults == {"get": sum(d is not None for d in drawn)}
+    assert account.stats.summary()["faults"] == account.stats.faults
+
+
+def test_no_fault_draw_when_faults_are_off() -> None:
+    account = Account(SimConfig(), SimStats())
+    state = account.rng.getstate()
+    assert all(account.fault(e) is None for e in FAULT_ENDPOINTS)
+    assert account.rng.getstate() == state and account.stats.faults == {}
+
+
+def test_only_the_named_fault_kinds_are_drawn() -> None:
+    account = Account(SimConfig(fault_rate=1.0, fault_kinds=frozenset({"timeout"})), SimStats())
+    assert {account.fault("model") for _ in range(20)} == {"timeout"}
+
+
+def test_an_outage_faults_the_first_requests_to_its_endpoints_then_none() -> None:
+    config = SimConfig(fault_first=4, fault_endpoints=frozenset({"executions"}))
+    account = Account(config, SimStats())
+    assert account.fault("get") is None  # not one of its endpoints: not part of the outage
+    drawn = [account.fault("executions") for _ in range(10)]
+    assert all(d is not None for d in drawn[:4]) and drawn[4:] == [None] * 6
+    assert account.stats.faults == {"executions": 4}
+    with pytest.raises(ValueError, match="fault_first"):
+        SimConfig(fault_first=-1)
+
+
+# -- executions rows ------------------------------------------------------------------------------
+
+
+def test_an_executions_row_carries_its_output_as_a_string() -> None:
+    account = Account(SimConfig(failure_rate=0.0), SimStats(), wall=lambda: 1_700_000_000.0)
+    url = "https://cdn.test/v.mp4"
+    running = account.create("m", {}, 0.0, None)
+    assert account.execution_row(running, 1.0, None)["output"] is None
+    done = account.create("m", {}, 0.0, None)
+    account.finish(done, "success", 10.0)
+    row = account.execution_row(done, 11.0, url)
+    assert row["output"] == url and row["status"] == "success"
+    assert (row["requested_model"], row["workflow_id"], row["workflow_execution_id"]) == (
+        "m",
+        None,
+        None,
+    )
+    failed = account.create("m", {}, 0.0, None)
+    failed.failure = PROVIDER_FAILED
+    account.finish(failed, "error", 10.0)
+    error = json.loads(account.execution_row(failed, 11.0, None)["output"])
+    assert error["error_code"] == "PROVIDER_FAILED" and error["retryable"] is False
+    cancelled = account.create("m", {}, 0.0, None)
+    account.finish(cancelled, "cancelled", 3.0)
+    row = account.execution_row(cancelled, 11.0, None)
+    assert (row["status"], row["output"], row["execution_cost"]) == ("cancelled", None, 0.0)
