@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -44,8 +45,8 @@ from runner.report import (
     EXIT_STORAGE,
 )
 from runner.run import run_batch
-from runner.simulator import PROFILES, SimConfig, Simulator, serve_forever
 from runner.simulator import config as simcfg
+from runner.simulator.config import PROFILES, SimConfig
 
 log = logging.getLogger("runner")
 
@@ -191,12 +192,22 @@ def _check_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml's), or "unknown" when run from a tree
+    that was never installed."""
+    try:
+        return importlib.metadata.version("i2v-runner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="i2v-runner",
         description="Render videos in bulk through the Eachlabs prediction API (MiniMax Hailuo "
         "image-to-video), resumably, within the account's limits.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = _check_options()
@@ -469,6 +480,8 @@ async def _check_and_run(
     async with contextlib.AsyncExitStack() as stack:
         api_key: str | None
         if args.simulate:
+            from runner.simulator import Simulator  # the server: imported only when used
+
             sim = await stack.enter_async_context(Simulator(simulate_profile()))
             log.info("built-in simulator listening on %s", sim.base_url)
             api_base, api_key = sim.base_url, cfg.SIMULATOR_API_KEY
@@ -571,6 +584,8 @@ async def _simulate(args: argparse.Namespace) -> None:
         sim_config = SimConfig.profile(args.profile, **changes).scaled(args.speed)
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from None
+    from runner.simulator import serve_forever  # the server: imported only when used
+
     await serve_forever(sim_config, args.host, args.port)
 
 

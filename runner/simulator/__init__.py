@@ -8,10 +8,37 @@ clients did, for tests and the benchmark. ``OtherHost`` is a third origin that r
 reaches it, the target of the simulator's hostile redirects.
 """
 
-from runner.simulator.app import Simulator, serve_forever
+from typing import TYPE_CHECKING, Any
+
 from runner.simulator.config import PROFILES, SimConfig
-from runner.simulator.other import OtherHost
-from runner.simulator.state import Completion, CreateRecord, SeenRequest, SimStats
+
+if TYPE_CHECKING:
+    from runner.simulator.app import Simulator, serve_forever
+    from runner.simulator.other import OtherHost
+    from runner.simulator.state import Completion, CreateRecord, SeenRequest, SimStats
+
+#: Where each name lives: the server (aiohttp's web side, PyAV, Pillow) is imported only when
+#: one of its names is used, so ``i2v-runner --help`` and runs against the real API never pay
+#: for it.
+_LAZY = {
+    "Simulator": "runner.simulator.app",
+    "serve_forever": "runner.simulator.app",
+    "OtherHost": "runner.simulator.other",
+    "Completion": "runner.simulator.state",
+    "CreateRecord": "runner.simulator.state",
+    "SeenRequest": "runner.simulator.state",
+    "SimStats": "runner.simulator.state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "PROFILES",

@@ -26,6 +26,7 @@ from runner import cli
 from runner.models import MODELS
 from runner.report import EXIT_CONFIG
 from runner.simulator import PROFILES, SimConfig, Simulator
+from runner.simulator import app as sim_app
 from runner.simulator.config import DEFAULT_FAULT_ENDPOINTS, DEFAULT_FAULT_KINDS
 
 from .conftest import StartSimulator
@@ -595,7 +596,7 @@ async def test_simulate_builds_its_config_from_the_profile_then_the_flags(
     async def serve(config: SimConfig, host: str, port: int) -> None:
         served.append(config)
 
-    monkeypatch.setattr(cli, "serve_forever", serve)
+    monkeypatch.setattr(sim_app, "serve_forever", serve)  # cli imports it when it serves
     assert await cli.command(["simulate", *argv]) == 0
     assert served == [expected]
 
@@ -611,7 +612,7 @@ async def test_simulate_refuses_switches_the_simulator_refuses(
     async def serve(config: SimConfig, host: str, port: int) -> None:
         raise AssertionError("served a refused config")
 
-    monkeypatch.setattr(cli, "serve_forever", serve)
+    monkeypatch.setattr(sim_app, "serve_forever", serve)  # cli imports it when it serves
     err = io.StringIO()
     assert await cli.command(["simulate", *argv], err=err) == EXIT_CONFIG
     assert err.getvalue().startswith("error: simulate: ")
