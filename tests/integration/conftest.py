@@ -34,6 +34,14 @@ FAST: dict[str, Any] = {
 #: transient faults on every endpoint). Tests of the simulator itself pin their own switches.
 PROFILE = os.environ.get("SIM_PROFILE", "real")
 
+#: For a test whose seeded draws (which items fail, which downloads are cut) must come out the
+#: same under every profile: the realistic profile's faults draw from the same random source.
+NO_PROFILE_FAULTS: dict[str, Any] = {
+    "fault_rate": 0.0,
+    "create_fault_rate": 0.0,
+    "truncate_downloads_rate": 0.0,
+}
+
 StartSimulator = Callable[..., Awaitable[Simulator]]
 MakePng = Callable[..., bytes]
 

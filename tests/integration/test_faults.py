@@ -13,6 +13,7 @@ import pytest
 
 from runner.run import run_batch
 
+from .conftest import NO_PROFILE_FAULTS
 from .helpers import FAST, ledger_events, load, mp4_frames, run_config, write_manifest
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,7 +45,7 @@ async def test_create_timeout_after_the_server_created_it_is_reconciled(
 
 
 async def test_5xx_on_create_is_reconciled_not_resent(simulator: Any, tmp_path: Path) -> None:
-    sim = await simulator(create_fault_rate=0.5, seed=3)
+    sim = await simulator(**{**NO_PROFILE_FAULTS, "create_fault_rate": 0.5, "seed": 3})
     manifest_path = write_manifest(tmp_path, count=6)
     output = tmp_path / "out"
     result = await run(run_config(manifest_path, sim.base_url, output), manifest_path)
@@ -176,7 +177,9 @@ async def test_an_ambiguous_create_the_server_cannot_settle_waits_for_the_operat
 async def test_truncated_downloads_are_resumed_and_verified(
     simulator: Any, tmp_path: Path, cdn_range: bool
 ) -> None:
-    sim = await simulator(truncate_downloads_rate=0.5, seed=5, cdn_range=cdn_range)
+    sim = await simulator(
+        **{**NO_PROFILE_FAULTS, "truncate_downloads_rate": 0.5}, seed=5, cdn_range=cdn_range
+    )
     manifest_path = write_manifest(tmp_path, count=4)
     output = tmp_path / "out"
     result = await run(run_config(manifest_path, sim.base_url, output), manifest_path)
@@ -285,7 +288,7 @@ async def test_editing_one_prompt_renders_only_that_item_and_reordering_nothing(
 async def test_retry_failed_submits_the_failed_items_and_only_those(
     simulator: Any, tmp_path: Path
 ) -> None:
-    flaky = await simulator(failure_rate=0.5, seed=11)
+    flaky = await simulator(**NO_PROFILE_FAULTS, failure_rate=0.5, seed=11)
     manifest_path = write_manifest(tmp_path, count=6)
     output = tmp_path / "out"
     first = await run(run_config(manifest_path, flaky.base_url, output), manifest_path)

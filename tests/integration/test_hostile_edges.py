@@ -24,6 +24,7 @@ from runner.ledger import parse
 from runner.run import run_batch
 from runner.simulator import OtherHost
 
+from .conftest import NO_PROFILE_FAULTS
 from .helpers import (
     FAST,
     cli_args,
@@ -268,7 +269,7 @@ async def test_the_key_appears_in_no_byte_written_and_reaches_no_other_host(
     canary = "sk-canary-2f9c41d7e0"
     blobs: list[bytes] = []
     async with OtherHost() as other:
-        healthy = await simulator(failure_rate=0.3, seed=4)
+        healthy = await simulator(**NO_PROFILE_FAULTS, failure_rate=0.3, seed=4)
         hostile = await simulator(redirect_polls_to=other.base_url)
         for name, sim in (("healthy", healthy), ("hostile", hostile)):
             manifest_path = write_manifest(tmp_path / name, count=4)
