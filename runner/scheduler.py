@@ -851,9 +851,8 @@ class BatchRunner:
             )
         watched = self.limits.item_timeout
         if poll_error is not None:
-            return f"no usable answer to polls for {watched:.0f} s: {poll_error}; cancelled", (
-                POLL_ERROR
-            )
+            error = f"no usable answer to polls for {watched:.0f} s: {poll_error}; cancelled"
+            return error, POLL_ERROR
         return f"no result after {watched:.0f} s of watching: cancelled", TIMEOUT
 
     async def _record_timeout(

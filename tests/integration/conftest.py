@@ -14,6 +14,8 @@ from PIL import Image, ImageDraw
 
 from runner.simulator import SimConfig, Simulator
 
+from .loopback import Loopback
+
 #: A simulator fast enough for tests: runs of 0.2-0.4 s, status visible in 50 ms steps, small
 #: videos. A test overrides only the fields its behaviour is about.
 FAST: dict[str, Any] = {
@@ -59,6 +61,13 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[StartSimula
             return await stack.enter_async_context(Simulator(config))
 
         yield start
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[Loopback]:
+    """Scripted loopback servers (``loopback.Loopback``) for tests of the wire itself."""
+    async with Loopback() as started:
+        yield started
 
 
 @pytest.fixture

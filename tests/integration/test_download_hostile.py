@@ -35,12 +35,6 @@ def _no_backoff() -> Iterator[None]:
 
 
 @pytest.fixture
-async def servers() -> AsyncIterator[Loopback]:
-    async with Loopback() as started:
-        yield started
-
-
-@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as made:
         yield made

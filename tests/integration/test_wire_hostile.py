@@ -43,12 +43,6 @@ ENVELOPE = {"id": "p1", "status": "processing", "output": None, "metrics": {}}
 
 
 @pytest.fixture
-async def servers() -> AsyncIterator[Loopback]:
-    async with Loopback() as started:
-        yield started
-
-
-@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """A session like the CLI's: no default headers, no cookies."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as made:
