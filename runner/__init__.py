@@ -5,11 +5,11 @@ The small public API: load a manifest, build a RunConfig, and run it::
     from runner import RunConfig, load_manifest, run_batch
 """
 
+from runner.batch import run_batch
 from runner.config import Limits, RunConfig
 from runner.errors import ApiError, ConfigError, LockedError, ManifestError, RunnerError
 from runner.manifest import Item, Manifest, load_manifest
 from runner.report import RunResult
-from runner.run import run_batch
 
 __all__ = [
     "ApiError",

@@ -7,7 +7,7 @@ sliding window. The clients run one after the other, each on a fresh simulator w
 seed:
 
 - ``seed-loop``: the vendor page's loop made concurrent (asyncio, semaphore of 10, poll every
-  1 s, no request budget; a refused create fails the item, as the page's code raises);
+  1 s, no request window; a refused create fails the item, as the page's code raises);
 - ``sdk-0.5s``: a 0.5 s poller in the style of popular prediction SDKs (backs off on 429);
 - ``runner``: this project's scheduler, through ``run_batch``;
 - ``runner-rl``: the same against the simulator's ``realistic`` profile (a few percent of
@@ -35,9 +35,9 @@ from typing import Any
 
 import aiohttp
 
+from runner.batch import run_batch
 from runner.config import Limits, RunConfig
 from runner.manifest import load_manifest
-from runner.run import run_batch
 from runner.simulator import PROFILES, SimConfig, Simulator
 
 SCALE = 100.0

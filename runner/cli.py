@@ -1,8 +1,8 @@
 """``i2v-runner``: arguments → frozen config → one coroutine → exit code. The only sys.exit.
 
 ``run`` and ``validate`` (and ``run --dry-run``) first pass the batch through the preflight
-(``runner.preflight``); ``run`` starts only if it found no error, with the same request budget
-for the preflight's model lookups and the run.
+(``runner.checks.preflight``); ``run`` starts only if it found no error, with the same
+request window for the preflight's model lookups and the run.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import aiohttp
 import anyio
 
 from runner import config as cfg
-from runner.budget import RequestBudget
-from runner.client import EachlabsClient
+from runner.api.client import EachlabsClient
+from runner.api.ratelimit import RateLimiter
+from runner.batch import run_batch
+from runner.checks.preflight import preflight, render_plan, render_problems, render_verdict
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -34,7 +36,6 @@ from runner.errors import (
     RunnerError,
     StorageError,
 )
-from runner.preflight import preflight, render_plan, render_problems, render_verdict
 from runner.report import (
     EXIT_API_BROKEN,
     EXIT_API_UNAVAILABLE,
@@ -44,7 +45,6 @@ from runner.report import (
     EXIT_OK,
     EXIT_STORAGE,
 )
-from runner.run import run_batch
 from runner.simulator import config as simcfg
 from runner.simulator.config import PROFILES, SimConfig
 
@@ -473,7 +473,7 @@ async def _check_and_run(
     args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO
 ) -> int:
     """The preflight, then (for ``run`` without ``--dry-run``, and only if it found no error)
-    the run, sharing one request budget. Returns the exit code."""
+    the run, sharing one request window. Returns the exit code."""
     dry = args.command == "validate" or args.dry_run
     checks = _checks(args)
     limits = _limits(args)
@@ -493,13 +493,13 @@ async def _check_and_run(
                     f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
                     "(or use --simulate to run on the built-in simulator)"
                 )
-        budget = RequestBudget(limits.rate_limit, limits.rate_window)
+        limiter = RateLimiter(limits.rate_limit, limits.rate_window)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             client = EachlabsClient(
                 session,
                 api_base,
                 api_key or "",
-                budget,
+                limiter,
                 request_timeout=limits.request_timeout,
                 max_retry_after=limits.max_retry_after,
                 # The checks fall back to the schema cache (with a warning) when the API
@@ -540,7 +540,7 @@ async def _check_and_run(
         )
         resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
         result = await run_batch(
-            config, report.manifest, resume_command=resume, handle_signals=True, budget=budget
+            config, report.manifest, resume_command=resume, handle_signals=True, limiter=limiter
         )
         print(result.text, file=out)
         return result.exit_code

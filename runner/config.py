@@ -22,7 +22,7 @@ from runner.errors import ConfigError
 DEFAULT_API_BASE = "https://api.eachlabs.ai"
 #: The account's documented cap on predictions in flight (fixed-price models).
 DEFAULT_CONCURRENCY = 10
-#: The documented request budget: 60 API requests per 60 s, read strictly (any window).
+#: The documented request window: 60 API requests per 60 s, read strictly (any window).
 DEFAULT_RATE_LIMIT = 60
 DEFAULT_RATE_WINDOW = 60.0
 #: The service quantises status to about 5 s: polling one prediction faster gains nothing.

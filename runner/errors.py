@@ -24,7 +24,7 @@
             └── NotFoundError      404: unknown prediction or model
 
 aiohttp errors, timeouts and ``OSError`` of network calls are translated into these in
-``runner.transport`` only; nothing else in the package catches aiohttp's own errors.
+``runner.api.transport`` only; nothing else in the package catches aiohttp's own errors.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Item identity and the job lifecycle: pure, no I/O.
+"""Item identity, prediction ids and the job lifecycle: pure, no I/O.
 
 An item's *key* is a stable hash of its model and normalised input, where a local image counts
 by the sha256 of its content: reordering a manifest or moving an image file changes nothing,
@@ -10,11 +10,22 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 #: What stands in the input in place of a local image's URL when the key is computed.
 LOCAL_IMAGE_PREFIX = "sha256:"
+
+
+#: What a prediction id may look like before it is put in a URL path: the API's ids are UUIDs;
+#: anything with a slash, dot-dot, query or escape characters is refused.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def valid_id(value: object) -> bool:
+    """Whether ``value`` is a plain prediction id, safe to use in a URL path."""
+    return isinstance(value, str) and _PLAIN_ID.fullmatch(value) is not None
 
 
 def item_key(model: str, input: Mapping[str, Any]) -> str:

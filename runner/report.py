@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.jobs import JobState, summary_status
-from runner.ledger import KeyState
 from runner.money import json_number, total, usd
-from runner.plan import Action, Plan, picks_up
+from runner.store.ledger import KeyState
+from runner.store.plan import Action, Plan, picks_up
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -12,7 +12,7 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.validators import Draft202012Validator
 
-from runner import images
+from runner.checks import images
 
 
 def validate_input(schema: Mapping[str, Any], value: object) -> str | None:

@@ -18,8 +18,9 @@ import pytest
 import stamina
 from aiohttp import web
 
-from runner.download import DOWNLOAD_ATTEMPTS, fetch_video, partial_path, verify
+from runner.api.transfers import DOWNLOAD_ATTEMPTS, fetch_video
 from runner.errors import ApiError, DownloadError, StorageError
+from runner.store.videos import partial_path, verify
 from tests.boxes import ftyp, mp4
 from tests.integration.loopback import Loopback
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.run import run_batch
+from runner.batch import run_batch
 
 from .conftest import NO_PROFILE_FAULTS
 from .helpers import FAST, ledger_events, load, mp4_frames, run_config, write_manifest

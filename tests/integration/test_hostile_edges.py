@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.ledger import parse
-from runner.run import run_batch
+from runner.batch import run_batch
 from runner.simulator import OtherHost
+from runner.store.ledger import parse
 
 from .conftest import NO_PROFILE_FAULTS
 from .helpers import (

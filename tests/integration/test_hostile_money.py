@@ -21,9 +21,9 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.ledger import parse
-from runner.run import run_batch
+from runner.batch import run_batch
 from runner.simulator import OtherHost
+from runner.store.ledger import parse
 
 from .helpers import (
     FAST,
@@ -73,7 +73,7 @@ async def test_a_stop_sends_no_create_that_was_still_waiting_for_the_request_bud
     sim = await simulator(runtime_mean=2.0, runtime_min=1.5, runtime_max=2.5)
     manifest_path = await url_manifest(tmp_path, sim, count=10)  # nothing to upload
     output = tmp_path / "out"
-    # Three requests per 2 s: the creates queue up behind the request budget.
+    # Three requests per 2 s: the creates queue up behind the request window.
     args = cli_args(manifest_path, sim.base_url, output, "--rate", "3/2", "--concurrency", "10")
     process = await start_cli(args)
     await wait_for(lambda: count_events(output, "submitted") >= 1)

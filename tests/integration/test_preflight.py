@@ -30,12 +30,12 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from runner.budget import RequestBudget
+from runner.api.client import EachlabsClient
+from runner.api.ratelimit import RateLimiter
+from runner.batch import run_batch
+from runner.checks.preflight import preflight
 from runner.cli import command
-from runner.client import EachlabsClient
 from runner.config import CheckConfig, RunConfig
-from runner.preflight import preflight
-from runner.run import run_batch
 
 from .helpers import API_KEY, FAST, load, served, write_manifest
 
@@ -384,7 +384,7 @@ async def test_model_lookups_go_through_the_request_budget_the_run_shares(
 ) -> None:
     sim = await simulator()
     manifest = write_manifest(tmp_path, count=2, model="minimax-i2v-01-live")
-    budget = RequestBudget(60, 60.0)
+    budget = RateLimiter(60, 60.0)
     async with aiohttp.ClientSession() as session:
         client = EachlabsClient(session, sim.base_url, API_KEY, budget, request_timeout=5.0)
         report = await preflight(manifest, CheckConfig(), output_dir=tmp_path / "o", client=client)

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
+from runner.batch import output_lock, run_batch
 from runner.errors import LockedError
-from runner.run import output_lock, run_batch
 
 from .helpers import (
     API_KEY,

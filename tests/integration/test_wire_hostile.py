@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from runner.budget import RequestBudget
-from runner.client import IDEMPOTENT_RETRIES, EachlabsClient
-from runner.download import fetch_video
+from runner.api.client import IDEMPOTENT_RETRIES, EachlabsClient
+from runner.api.ratelimit import RateLimiter
+from runner.api.transfers import fetch_video
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
@@ -52,8 +52,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def client_for(session: aiohttp.ClientSession, base: str, **changes: Any) -> EachlabsClient:
     settings: dict[str, Any] = {"request_timeout": 5.0}
     settings.update(changes)
-    budget = settings.pop("budget", None) or RequestBudget(1000, 1.0)
-    return EachlabsClient(session, base, KEY, budget, **settings)
+    limiter = settings.pop("limiter", None) or RateLimiter(1000, 1.0)
+    return EachlabsClient(session, base, KEY, limiter, **settings)
 
 
 def json_answer(body: object, status: int = 200, **headers: str) -> Callable[..., Any]:
@@ -136,19 +136,19 @@ async def test_a_create_redirected_with_307_on_its_own_origin_is_resent_once_per
             "POST /v1/prediction/": json_answer({"predictionID": "abc-1"}),
         }
     )
-    budget = RequestBudget(1000, 1.0)
+    limiter = RateLimiter(1000, 1.0)
     ran: list[int] = []
 
     async def before_send() -> None:
         ran.append(1)
 
-    client = client_for(session, api.url, budget=budget)
+    client = client_for(session, api.url, limiter=limiter)
     assert await client.create("m", {"prompt": "x"}, before_send=before_send) == "abc-1"
     assert [s.path_qs for s in api.seen] == ["/v1/prediction", "/v1/prediction/"]
     assert api.seen[0].body == api.seen[1].body and json.loads(api.seen[1].body)["model"] == "m"
     assert api.credentials() == [KEY, KEY]
     assert ran == [1]  # the write-ahead record is written once, however many hops
-    assert budget.sent == 2  # every hop is an API request, counted against the budget
+    assert limiter.sent == 2  # every hop is an API request, counted against the limiter
 
 
 async def test_a_stop_before_a_redirected_create_is_resent_is_not_a_stop_before_sending(
@@ -161,8 +161,8 @@ async def test_a_stop_before_a_redirected_create_is_resent_is_not_a_stop_before_
         return web.Response(status=307, headers={"Location": "/v1/prediction/"})
 
     api = await servers.start({"POST /v1/prediction": moved})
-    budget = RequestBudget(1, 60.0)  # the second hop waits a minute for its place
-    client = client_for(session, api.url, budget=budget)
+    limiter = RateLimiter(1, 60.0)  # the second hop waits a minute for its place
+    client = client_for(session, api.url, limiter=limiter)
     abandon = anyio.Event()
     outcome: list[BaseException] = []
 
@@ -177,7 +177,7 @@ async def test_a_stop_before_a_redirected_create_is_resent_is_not_a_stop_before_
             tg.start_soon(create)
             await answered.wait()
             abandon.set()
-            budget.notify()
+            limiter.notify()
     [error] = outcome
     assert type(error) is TransportError and error.sent is False  # a request went out
     assert len(api.seen) == 1
@@ -192,11 +192,11 @@ async def test_a_poll_redirected_on_its_own_origin_is_followed_as_a_get(
             "GET /v2/prediction/p1": json_answer(ENVELOPE),
         }
     )
-    budget = RequestBudget(1000, 1.0)
-    prediction = await client_for(session, api.url, budget=budget).get("p1")
+    limiter = RateLimiter(1000, 1.0)
+    prediction = await client_for(session, api.url, limiter=limiter).get("p1")
     assert prediction.id == "p1"
     assert [s.path_qs for s in api.seen] == ["/v1/prediction/p1", "/v2/prediction/p1?fresh=1"]
-    assert budget.sent == 2
+    assert limiter.sent == 2
 
 
 async def test_more_than_three_redirects_is_a_protocol_error(
@@ -280,13 +280,13 @@ async def test_get_and_cancel_refuse_a_non_plain_id_and_send_nothing(
     servers: Loopback, session: aiohttp.ClientSession, bad_id: str
 ) -> None:
     api = await servers.start({})
-    budget = RequestBudget(1000, 1.0)
-    client = client_for(session, api.url, budget=budget)
+    limiter = RateLimiter(1000, 1.0)
+    client = client_for(session, api.url, limiter=limiter)
     with pytest.raises(ApiProtocolError, match="not a plain prediction id"):
         await client.get(bad_id)
     with pytest.raises(ApiProtocolError, match="not a plain prediction id"):
         await client.cancel(bad_id)
-    assert api.seen == [] and budget.sent == 0
+    assert api.seen == [] and limiter.sent == 0
 
 
 # --- Retry-After: capped, and a server that insists stops the batch ------------------------
@@ -303,12 +303,12 @@ async def test_a_long_retry_after_pauses_the_budget_for_the_cap_only_and_says_so
             )
         }
     )
-    budget = RequestBudget(1000, 1.0)
-    client = client_for(session, api.url, budget=budget, max_retry_after=0.05)
+    limiter = RateLimiter(1000, 1.0)
+    client = client_for(session, api.url, limiter=limiter, max_retry_after=0.05)
     with pytest.raises(CapacityError) as caught:
         await client.get("p1")
     assert caught.value.retry_after == 0.05
-    assert budget.window.paused_until - anyio.current_time() <= 0.05
+    assert limiter.window.paused_until - anyio.current_time() <= 0.05
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "runner"]
     assert len(warnings) == 1
     assert "86400" in warnings[0].getMessage() and "0.05" in warnings[0].getMessage()
@@ -480,18 +480,18 @@ async def test_once_the_api_answered_an_outage_may_last_unreachable_after(
 async def test_a_stop_while_an_unreachable_create_waits_to_retry_is_not_a_stop_before_sending(
     session: aiohttp.ClientSession,
 ) -> None:
-    budget = RequestBudget(1000, 1.0)
+    limiter = RateLimiter(1000, 1.0)
     paused = anyio.Event()
     wrote: list[int] = []
 
     def backoff(attempt: int) -> float:
-        paused.set()  # the client holds the budget for this long right after asking
+        paused.set()  # the client holds the limiter for this long right after asking
         return 30.0
 
     async def before_send() -> None:
         wrote.append(1)
 
-    client = client_for(session, closed_port_url(), budget=budget, backoff=backoff)
+    client = client_for(session, closed_port_url(), limiter=limiter, backoff=backoff)
     abandon = anyio.Event()
     outcome: list[BaseException] = []
 
@@ -506,7 +506,7 @@ async def test_a_stop_while_an_unreachable_create_waits_to_retry_is_not_a_stop_b
             tg.start_soon(create)
             await paused.wait()  # the create was written ahead, refused, and waits to retry
             abandon.set()
-            budget.notify()
+            limiter.notify()
     assert wrote == [1]
     [error] = outcome
     assert type(error) is TransportError and error.sent is False
@@ -696,8 +696,8 @@ async def test_a_get_whose_connection_drops_reaches_the_server_once_per_try(
         return web.Response()
 
     api = await servers.start({"GET /v1/prediction/p1": hang_up})
-    budget = RequestBudget(1000, 1.0)
-    client = client_for(session, api.url, budget=budget, retry_wait=lambda _: 0.0)
+    limiter = RateLimiter(1000, 1.0)
+    client = client_for(session, api.url, limiter=limiter, retry_wait=lambda _: 0.0)
     with anyio.fail_after(5), pytest.raises(TransportError):
         await client.get("p1")
-    assert len(api.seen) == budget.sent == 1 + IDEMPOTENT_RETRIES
+    assert len(api.seen) == limiter.sent == 1 + IDEMPOTENT_RETRIES

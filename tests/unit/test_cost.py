@@ -1,4 +1,4 @@
-"""Prices, estimates and what fits a budget; SpendLimit's reservations; spend in the ledger."""
+"""Prices, estimates and what fits a budget; Budget's reservations; spend in the ledger."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from runner.config import parse_usd
 from runner.cost import DEFAULT_PRICE_USD, Estimate, fitting, price_of, usd
 from runner.errors import ConfigError
-from runner.spend import SpendLimit, recorded_spend
+from runner.store.budget import Budget, recorded_spend
 
 
 @pytest.mark.parametrize(
@@ -68,11 +68,11 @@ def test_usd(amount: float, text: str) -> None:
     assert usd(amount) == text
 
 
-# --- SpendLimit ----------------------------------------------------------------------------
+# --- Budget ----------------------------------------------------------------------------
 
 
 def test_without_a_budget_everything_fits_and_is_still_counted() -> None:
-    limit = SpendLimit(None)
+    limit = Budget(None)
     assert all(limit.reserve(f"k{n}", 0.43) for n in range(100))
     assert limit.reserved == Decimal("43.0")
     limit.settle("k0", 0.5)
@@ -80,7 +80,7 @@ def test_without_a_budget_everything_fits_and_is_still_counted() -> None:
 
 
 def test_reserve_refuses_what_would_go_over_and_reserves_nothing_then() -> None:
-    limit = SpendLimit(1.0)
+    limit = Budget(1.0)
     assert limit.reserve("a", 0.43)
     assert limit.reserve("b", 0.43)
     assert not limit.reserve("c", 0.43)
@@ -88,7 +88,7 @@ def test_reserve_refuses_what_would_go_over_and_reserves_nothing_then() -> None:
 
 
 def test_settle_replaces_the_reservation_by_the_actual_cost() -> None:
-    limit = SpendLimit(1.0)
+    limit = Budget(1.0)
     assert limit.reserve("a", 0.43) and limit.reserve("b", 0.43)
     limit.settle("a", 0.10)  # cheaper than estimated: room for one more
     assert limit.spent == Decimal("0.10") and limit.reserved == Decimal("0.43")
@@ -99,7 +99,7 @@ def test_settle_replaces_the_reservation_by_the_actual_cost() -> None:
 
 
 def test_release_frees_a_reservation_whose_create_created_nothing() -> None:
-    limit = SpendLimit(0.43)
+    limit = Budget(0.43)
     assert limit.reserve("a", 0.43)
     assert not limit.reserve("b", 0.43)
     limit.release("a")
@@ -109,18 +109,18 @@ def test_release_frees_a_reservation_whose_create_created_nothing() -> None:
 
 
 def test_spent_before_counts_against_the_budget() -> None:
-    limit = SpendLimit(2.58, spent_before=2.15)
+    limit = Budget(2.58, spent_before=2.15)
     assert limit.reserve("a", 0.43)
     assert not limit.reserve("b", 0.01)
 
 
 def test_a_budget_exactly_reached_is_not_exceeded_by_float_noise() -> None:
-    limit = SpendLimit(0.43 * 3)
+    limit = Budget(0.43 * 3)
     assert [limit.reserve(k, 0.43) for k in "abcd"] == [True, True, True, False]
 
 
 def test_hold_counts_a_prediction_already_running_whatever_the_budget() -> None:
-    limit = SpendLimit(0.5)
+    limit = Budget(0.5)
     limit.hold("resumed-1", 0.43)
     limit.hold("resumed-2", 0.43)  # over the budget already: it exists, so it counts
     assert limit.reserved == Decimal("0.86")
@@ -130,7 +130,7 @@ def test_hold_counts_a_prediction_already_running_whatever_the_budget() -> None:
 
 
 def test_a_second_reservation_for_the_same_key_is_a_bug() -> None:
-    limit = SpendLimit(None)
+    limit = Budget(None)
     assert limit.reserve("a", 0.43)
     with pytest.raises(ValueError, match="already holds a reservation"):
         limit.reserve("a", 0.43)
@@ -139,7 +139,7 @@ def test_a_second_reservation_for_the_same_key_is_a_bug() -> None:
 
 
 def test_settle_without_a_reservation_adds_the_cost() -> None:
-    limit = SpendLimit(None)
+    limit = Budget(None)
     limit.settle("unreserved", 0.43)
     limit.settle("unreserved-no-cost", None)
     assert limit.spent == Decimal("0.43")
@@ -147,7 +147,7 @@ def test_settle_without_a_reservation_adds_the_cost() -> None:
 
 def test_a_negative_budget_is_refused() -> None:
     with pytest.raises(ValueError):
-        SpendLimit(-1.0)
+        Budget(-1.0)
 
 
 def test_recorded_spend_counts_each_prediction_once() -> None:
@@ -164,7 +164,7 @@ def test_recorded_spend_counts_each_prediction_once() -> None:
 
 
 def test_holds_says_whether_a_key_has_a_reservation() -> None:
-    limit = SpendLimit(1.0)
+    limit = Budget(1.0)
     assert not limit.holds("a")
     assert limit.reserve("a", 0.43) and limit.holds("a")
     limit.settle("a", 0.43)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.download import mp4_bytes_problem, partial_path, verify, video_path
+from runner.store.mp4 import mp4_bytes_problem
+from runner.store.videos import partial_path, verify, video_path
 from tests.boxes import box, ftyp, hdlr, large_box, mp4, track
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import ledger
 from runner.errors import LedgerError
 from runner.jobs import JobState
-from runner.spend import recorded_spend
+from runner.store import ledger
+from runner.store.budget import recorded_spend
 
 
 def rec(event: str, key: str = "k1", item: str = "deer", **fields: object) -> dict[str, object]:

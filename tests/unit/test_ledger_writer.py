@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import ledger
 from runner.errors import LedgerError
-from runner.ledger import LedgerWriter, parse
+from runner.store import ledger
+from runner.store.ledger import LedgerWriter, parse
 
 
 class ShortThenFull:

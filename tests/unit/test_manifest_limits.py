@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import yamlnodes
 from runner.errors import Problem
-from runner.manifest import read_manifest
+from runner.manifest import read_manifest, yamlnodes
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from runner.jobs import JobState
-from runner.ledger import KeyState
 from runner.manifest import Item
-from runner.plan import DOWNLOAD_FAILED, Action, make_plan
+from runner.store.ledger import KeyState
+from runner.store.plan import DOWNLOAD_FAILED, Action, make_plan
 
 
 def item(item_id: str, key: str) -> Item:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from runner.policy import (
+from runner.engine.policy import (
     GRID_OFFSET,
     PRIOR_SIGMA,
     RuntimeModel,
@@ -130,7 +130,7 @@ def test_in_the_window_a_busy_budget_halves_the_poll_pace(spare: float, gap: flo
 
 
 def test_request_window_reports_its_spare_share() -> None:
-    from runner.budget import RequestWindow
+    from runner.api.ratelimit import RequestWindow
 
     window = RequestWindow(10, 60.0)
     assert window.spare(0.0) == 1.0

@@ -8,8 +8,8 @@ import struct
 import pytest
 from PIL import Image
 
-from runner.findings import ERROR, WARNING, Finding
-from runner.images import (
+from runner.checks.diagnostics import ERROR, WARNING, Finding
+from runner.checks.images import (
     HEAD_BYTES,
     check,
     describe_other,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from runner.checks.preflight import preflight
+from runner.checks.schema import CACHE_NAME, read_cache
 from runner.cli import command
 from runner.config import CheckConfig
 from runner.manifest import load_manifest
-from runner.plan import Action
-from runner.preflight import preflight
-from runner.schema import CACHE_NAME, read_cache
+from runner.store.plan import Action
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from runner.findings import ERROR, WARNING
-from runner.models import MODELS
-from runner.schema import (
+from runner.checks.diagnostics import ERROR, WARNING
+from runner.checks.schema import (
     Issue,
     ModelSchema,
     look_up,
@@ -18,6 +17,7 @@ from runner.schema import (
     validate,
     write_cache,
 )
+from runner.models import MODELS
 
 I2V = MODELS["minimax-i2v-01"].request_schema()
 V2 = MODELS["minimax-hailuo-v2-standard-image-to-video"].request_schema()

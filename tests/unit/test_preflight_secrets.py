@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.checks.images import check, describe_other
+from runner.checks.preflight import preflight
 from runner.cli import command
 from runner.config import CheckConfig
-from runner.images import check, describe_other
-from runner.preflight import preflight
 
 CANARY = "CANARY-7f3a"
 CANARY_HEX = " ".join(f"{b:02x}" for b in CANARY.encode()[:4])  # "43 41 4e 41"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.findings import ERROR, WARNING, Finding
-from runner.prompts import lint
+from runner.checks.diagnostics import ERROR, WARNING, Finding
+from runner.checks.prompts import lint
 
 GOOD = "a deer slowly walks through the misty forest as fog drifts between the pines"
 

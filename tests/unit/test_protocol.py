@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from runner import protocol
-from runner.protocol import RemoteStatus
+from runner import jobs
+from runner.api import protocol
+from runner.api.protocol import RemoteStatus
 
 URL = "https://cdn-us.eachlabs.ai/out/abc.mp4"
 
@@ -266,7 +267,7 @@ def test_retry_after_seconds_and_http_date() -> None:
     ],
 )
 def test_only_a_plain_id_may_go_into_a_url_path(value: object, plain: bool) -> None:
-    assert protocol.valid_id(value) is plain
+    assert jobs.valid_id(value) is plain
 
 
 @pytest.mark.parametrize(

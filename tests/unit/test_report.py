@@ -76,8 +76,8 @@ def test_a_stopped_run_says_why_and_what_to_do(kind: str, advice: str) -> None:
 
 def _failed(item_id: str, code: str, **state: Any) -> dict[str, Any]:
     from runner.jobs import JobState
-    from runner.ledger import KeyState
     from runner.report import item_row
+    from runner.store.ledger import KeyState
 
     key_state = KeyState(
         key="k", item=item_id, state=JobState.FAILED, error="e", error_code=code, **state

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import config, policy, report
+from runner import config, report
+from runner.engine import policy
 from runner.errors import ConfigError
 from runner.jobs import IllegalTransition, JobState, item_key, summary_status, transition
 

@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from runner import transport
+from runner.api import transport
+from runner.api.transport import Failure
 from runner.errors import (
     ApiError,
     ApiProtocolError,
@@ -16,7 +17,6 @@ from runner.errors import (
     TransferError,
     TransportError,
 )
-from runner.transport import Failure
 
 SECRET_URL = "https://user:hunter2@api.example.com/v1/prediction/p1?X-Amz-Signature=abc"
 KEY = ConnectionKey("api.example.com", 443, True, True, None, None, None, None)

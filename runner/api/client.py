@@ -1,7 +1,7 @@
 """The Eachlabs HTTP client on aiohttp: create, get, cancel, model, executions, upload.
 
-Every API request passes through the shared RequestBudget, and every network error through
-``runner.transport`` (the one place they become project errors). What a hostile or broken API
+Every API request passes through the shared RateLimiter, and every network error through
+``runner.api.transport`` (the one place they become project errors). What a hostile or broken API
 cannot do to a run:
 
 - **have the key sent elsewhere.** Requests never follow redirects on their own. A 3xx whose
@@ -18,7 +18,7 @@ cannot do to a run:
   from every server text put in a message; the base is shown redacted.
 
 An API that cannot be reached (a request that provably never left) is retried here with jittered
-exponential back-off, holding the shared budget so other requests do not pile on, until the
+exponential back-off, holding the shared limiter so other requests do not pile on, until the
 outage has lasted ``unreachable_after`` (``unreachable_at_start`` before the first answer):
 then ApiUnavailableError. A create is retried like any other request then (nothing was sent),
 and its ``before_send`` runs at most once.
@@ -40,13 +40,13 @@ import aiohttp
 import anyio
 import yarl
 
-from runner import policy, protocol, transport
-from runner.budget import (
+from runner.api import protocol, transport
+from runner.api.ratelimit import (
     PRIORITY_CREATE,
     PRIORITY_OTHER,
     PRIORITY_POLL,
     Priority,
-    RequestBudget,
+    RateLimiter,
 )
 from runner.config import (
     DEFAULT_FAULT_WAIT,
@@ -55,6 +55,7 @@ from runner.config import (
     DEFAULT_UNREACHABLE_AT_START,
     redact_url,
 )
+from runner.engine import policy
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
@@ -68,6 +69,7 @@ from runner.errors import (
     TransferError,
     TransportError,
 )
+from runner.jobs import valid_id
 
 log = logging.getLogger("runner")
 
@@ -151,7 +153,7 @@ def _fault_wait(retry: int, *, base: float, rng: random.Random) -> float:
 
 
 class EachlabsClient:
-    """One account's view of the API. The session and budget are owned by the caller.
+    """One account's view of the API. The session and limiter are owned by the caller.
 
     The session must carry no key of its own (no default ``X-API-Key`` or ``Authorization``):
     the client adds the key to API requests only, and downloads share the session. The client
@@ -163,7 +165,7 @@ class EachlabsClient:
         session: aiohttp.ClientSession,
         base_url: str,
         api_key: str,
-        budget: RequestBudget,
+        limiter: RateLimiter,
         *,
         request_timeout: float,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
@@ -186,7 +188,7 @@ class EachlabsClient:
         self._base = base_url.rstrip("/")
         self._shown = redact_url(self._base)
         self._key = api_key
-        self._budget = budget
+        self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(
             total=request_timeout, sock_connect=min(CONNECT_TIMEOUT, request_timeout / 2)
         )
@@ -253,12 +255,12 @@ class EachlabsClient:
         abandon: anyio.Event | None = None,
         create: bool = False,
     ) -> Answer:
-        """Send one request within the budget, following same-origin redirects by hand, and
+        """Send one request within the limiter, following same-origin redirects by hand, and
         return its 2xx answer; raise for anything else.
 
-        ``before_send`` runs once the budget has granted the request and just before it is
+        ``before_send`` runs once the limiter has granted the request and just before it is
         first sent (the create's write-ahead record), never twice. ``abandon`` set while waiting
-        for the budget ends the wait with StopRequested if ``before_send`` has not run and
+        for the limiter ends the wait with StopRequested if ``before_send`` has not run and
         nothing was sent yet, else with TransportError(sent=False): nothing was created (the
         record was written ahead, or a hop was sent and only answered with a redirect).
         """
@@ -316,7 +318,7 @@ class EachlabsClient:
                 if exc.sent:
                     raise
                 attempt += 1
-                self._budget.pause(self._unreachable(exc, attempt))
+                self._limiter.pause(self._unreachable(exc, attempt))
                 continue
             self._reached()
             return answer
@@ -332,12 +334,12 @@ class EachlabsClient:
         once: _Once,
         abandon: anyio.Event | None,
     ) -> Answer:
-        """One HTTP request in one budget slot, never following a redirect."""
+        """One HTTP request in one limiter slot, never following a redirect."""
         request_id = str(uuid.uuid4())
         headers = {"X-Request-Id": request_id, "Accept": "application/json"}
         if self._key:  # model lookups need no key: a preflight may run without one
             headers["X-API-Key"] = self._key
-        async with self._budget.slot(priority, abandon=abandon) as slot:
+        async with self._limiter.slot(priority, abandon=abandon) as slot:
             if abandon is not None and abandon.is_set():
                 raise StopRequested("the run is stopping: the request was not sent")
             await once()
@@ -394,7 +396,7 @@ class EachlabsClient:
             log.info("the API at %s answers again (unreachable for %.1f s)", self._shown, lasted)
 
     def _heed_retry_after(self, answer: Answer, create: bool) -> None:
-        """Pause the shared budget for the answer's Retry-After, cut to the cap.
+        """Pause the shared limiter for the answer's Retry-After, cut to the cap.
 
         On the answer that makes OVER_CAP_IN_A_ROW over the cap, no request is sent any more;
         this one raises ApiUnavailableError too unless that would hide its result (a success,
@@ -412,7 +414,7 @@ class EachlabsClient:
                 asked,
                 pause,
             )
-        self._budget.pause(pause)
+        self._limiter.pause(pause)
         if not self._retry_after.exhausted:
             return
         self._unavailable = (
@@ -502,9 +504,9 @@ class EachlabsClient:
     ) -> str:
         """Create a prediction and return its id.
 
-        ``before_send`` runs after the request budget granted the create and right before it
+        ``before_send`` runs after the request window granted the create and right before it
         is sent, at most once: the caller's write-ahead record. ``abandon``, set while the
-        create waits for the budget, ends it with StopRequested before anything is written or
+        create waits for the limiter, ends it with StopRequested before anything is written or
         sent.
 
         Raises, with nothing created:
@@ -557,7 +559,7 @@ class EachlabsClient:
         self, prediction_id: str, *, priority: Priority = PRIORITY_POLL
     ) -> protocol.Prediction:
         """Poll one prediction. ``priority`` ranks this poll against others waiting for the
-        budget (lower goes first).
+        limiter (lower goes first).
 
         Raises ApiProtocolError (an id that is not plain: nothing is sent; a redirect to
         another origin; a body that is not JSON), NotFoundError, AccountError, CapacityError,
@@ -578,7 +580,7 @@ class EachlabsClient:
 
     @staticmethod
     def _check_id(prediction_id: str) -> None:
-        if not protocol.valid_id(prediction_id):
+        if not valid_id(prediction_id):
             raise ApiProtocolError(
                 f"{str(prediction_id)[:80]!r} is not a plain prediction id: nothing was sent"
             )

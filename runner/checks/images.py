@@ -13,7 +13,7 @@ import socket
 import string
 from urllib.parse import urlsplit
 
-from runner.findings import Finding, error, warning
+from runner.checks.diagnostics import Finding, error, warning
 
 #: The contract's bounds on each side, in pixels.
 MIN_SIDE = 64

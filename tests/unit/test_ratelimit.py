@@ -1,4 +1,4 @@
-"""The strict request window and the budget's priorities, from tables."""
+"""The strict request window and the limiter's priorities, from tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import anyio
 import pytest
 
-from runner.budget import PRIORITY_CREATE, PRIORITY_POLL, RequestBudget, RequestWindow
+from runner.api.ratelimit import PRIORITY_CREATE, PRIORITY_POLL, RateLimiter, RequestWindow
 
 
 def drive(window: RequestWindow, starts: int, latency: float = 0.0) -> list[float]:
@@ -99,15 +99,15 @@ def test_window_rejects_nonsense(limit: int, length: float) -> None:
 
 
 async def test_creates_go_before_polls_and_polls_by_score_at_grant_time() -> None:
-    budget = RequestBudget(1, 0.05)
+    limiter = RateLimiter(1, 0.05)
     order: list[str] = []
     scores = {"poll-low": 0.1, "poll-high": 0.9}
 
     async def request(name: str, priority: object) -> None:
-        async with budget.slot(priority):  # type: ignore[arg-type]
+        async with limiter.slot(priority):  # type: ignore[arg-type]
             order.append(name)
 
-    async with anyio.create_task_group() as tg, budget.slot(PRIORITY_POLL):  # the only slot
+    async with anyio.create_task_group() as tg, limiter.slot(PRIORITY_POLL):  # the only slot
         tg.start_soon(request, "poll-low", lambda _now: -scores["poll-low"])
         tg.start_soon(request, "poll-high", lambda _now: -scores["poll-high"])
         await anyio.lowlevel.checkpoint()
@@ -115,49 +115,49 @@ async def test_creates_go_before_polls_and_polls_by_score_at_grant_time() -> Non
         await anyio.lowlevel.checkpoint()
         scores["poll-low"] = 0.95  # scores are read when a slot is granted, not when queued
     assert order == ["create", "poll-low", "poll-high"]
-    assert budget.sent == 4
+    assert limiter.sent == 4
 
 
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
-    budget = RequestBudget(1, 0.05)
-    async with budget.slot():
+    limiter = RateLimiter(1, 0.05)
+    async with limiter.slot():
         with anyio.move_on_after(0.01):
-            async with budget.slot():
+            async with limiter.slot():
                 pytest.fail("the slot was taken")
-    async with budget.slot():  # the queue is not stuck behind the cancelled waiter
+    async with limiter.slot():  # the queue is not stuck behind the cancelled waiter
         pass
-    assert budget.sent == 2
+    assert limiter.sent == 2
 
 
 async def test_a_refused_request_is_counted_and_lowers_the_pace() -> None:
-    budget = RequestBudget(10, 1.0)
-    async with budget.slot() as slot:
+    limiter = RateLimiter(10, 1.0)
+    async with limiter.slot() as slot:
         slot.refused = True
-    assert budget.refused == 1 and budget.window.allowed == 5.0
+    assert limiter.refused == 1 and limiter.window.allowed == 5.0
 
 
 async def test_a_waiter_abandoned_by_a_stop_gives_up_without_taking_a_place() -> None:
     """A create waiting for the window when a stop is asked for must never be sent."""
     from runner.errors import StopRequested
 
-    budget = RequestBudget(1, 1000.0)
+    limiter = RateLimiter(1, 1000.0)
     stop = anyio.Event()
     outcome: list[str] = []
 
     async def create() -> None:
         try:
-            async with budget.slot(PRIORITY_CREATE, abandon=stop):
+            async with limiter.slot(PRIORITY_CREATE, abandon=stop):
                 outcome.append("sent")
         except StopRequested:
             outcome.append("not sent")
 
     # The only place in a 1000 s window is taken by the first slot.
     with anyio.fail_after(5):
-        async with budget.slot(PRIORITY_POLL), anyio.create_task_group() as tg:
+        async with limiter.slot(PRIORITY_POLL), anyio.create_task_group() as tg:
             tg.start_soon(create)
             await anyio.sleep(0.01)
             assert outcome == []  # waiting for the window
             stop.set()
-            budget.notify()
+            limiter.notify()
     assert outcome == ["not sent"]
-    assert budget.sent == 1
+    assert limiter.sent == 1

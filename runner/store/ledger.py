@@ -26,9 +26,8 @@ import anyio
 
 from runner.config import open_regular_file
 from runner.errors import LedgerError
-from runner.jobs import JobState
+from runner.jobs import JobState, valid_id
 from runner.money import json_number
-from runner.protocol import valid_id
 
 LEDGER_NAME = "ledger.jsonl"
 

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from runner.jobs import valid_id
+
 log = logging.getLogger(__name__)
 
 
@@ -221,16 +223,6 @@ def parse_prediction(body: object, prediction_id: str) -> Prediction:
     if status is RemoteStatus.CANCELLED:
         return Prediction(status=status, error="the prediction was cancelled", **common)
     return Prediction(status=status, **common)
-
-
-#: What a prediction id may look like before it is put in a URL path: the API's ids are UUIDs;
-#: anything with a slash, dot-dot, query or escape characters is refused.
-_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-
-def valid_id(value: object) -> bool:
-    """Whether ``value`` is a plain prediction id, safe to use in a URL path."""
-    return isinstance(value, str) and _PLAIN_ID.fullmatch(value) is not None
 
 
 def created_id(body: object) -> str | None:

@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 
-from runner.findings import Finding, error, warning
+from runner.checks.diagnostics import Finding, error, warning
 from runner.models import DIRECTOR_CAMERA_MOVES
 
 #: Fewer words than this give the model too little to animate; more than MAX_WORDS blur the

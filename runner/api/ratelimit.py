@@ -119,11 +119,11 @@ class Slot:
 
     def __init__(self, granted_at: float) -> None:
         self.refused = False
-        self.granted_at = granted_at  # when the request was let go, on the budget's clock
+        self.granted_at = granted_at  # when the request was let go, on the limiter's clock
 
 
-class RequestBudget:
-    """The async face of RequestWindow: ``async with budget.slot(priority) as s: <request>``."""
+class RateLimiter:
+    """The async face of RequestWindow: ``async with limiter.slot(priority) as s: <request>``."""
 
     def __init__(
         self, limit: int, window: float, *, clock: Callable[[], float] | None = None

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runner.jobs import JobState
-from runner.ledger import KeyState
 from runner.manifest import Item
+from runner.store.ledger import KeyState
 
 #: The error code recorded when a succeeded prediction's video could not be fetched.
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"

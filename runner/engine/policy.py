@@ -1,6 +1,6 @@
 """When to poll what: pure functions of (now, the job, what the batch has learned), table-tested.
 
-The request budget (60 a minute by default) is shared by everything in flight, and a slot
+The request window (60 a minute by default) is shared by everything in flight, and a slot
 whose prediction finished unnoticed sits idle. So the budget is spent where a completion is
 likely:
 
@@ -118,7 +118,7 @@ def next_poll_at(
 
     Never sooner than ``poll_min`` after the create or the last poll; before the model's
     earliest plausible finish, on a doubling schedule of ages; after it, every ``poll_min``
-    while at least SPARE_FOR_FULL_PACE of the request budget is free (``spare``, 0 to 1), else
+    while at least SPARE_FOR_FULL_PACE of the request window is free (``spare``, 0 to 1), else
     every other quantum, so that a busy budget goes to the likeliest finishes and to creates.
     """
     age_last = 0.0 if last_poll_at is None else last_poll_at - submitted_at

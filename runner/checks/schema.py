@@ -3,7 +3,7 @@ item's input validated against the model's ``request_schema``.
 
 The live schema is the authority: the runner's own table only knows which field takes the
 image. Each model a batch uses is fetched once per check (the endpoint needs no key; the
-request counts against the shared request budget like any other). The answers are cached in
+request counts against the shared request window like any other). The answers are cached in
 ``OUTPUT/model-schemas.json`` with the time they were fetched, so ``--offline`` (or an API that
 cannot be reached) can still check against the last schema seen.
 
@@ -26,11 +26,11 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from runner.client import EachlabsClient
+from runner.api.client import EachlabsClient
+from runner.checks.diagnostics import ERROR, WARNING
 from runner.config import read_regular_file
 from runner.errors import ApiError, NotFoundError
-from runner.findings import ERROR, WARNING
-from runner.ledger import now_iso
+from runner.store.ledger import now_iso
 
 CACHE_NAME = "model-schemas.json"
 #: The largest schema cache read. A model's schema is a few KB and a batch uses a few models;

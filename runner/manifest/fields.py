@@ -4,8 +4,8 @@
 of items; ``read_item`` reads one item's id, image, prompt, model, ``prompt_optimizer`` and
 ``input`` over the top level's defaults. Every problem goes to the ``Reader`` at its place; a
 field in error gets a placeholder, so that reading goes on and reports the rest. The image
-field is read by ``runner.imagesource``; ids, keys and the ``Item`` they make are
-``runner.manifest``'s.
+field is read by ``runner.manifest.imagesource``; ids, keys and the ``Item`` they make are
+``runner.manifest.reader``'s.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner import cost, models
-from runner.imagesource import read_image
-from runner.yamlnodes import Place, Reader, Scope, kind_of, quote
+from runner.manifest.imagesource import read_image
+from runner.manifest.yamlnodes import Place, Reader, Scope, kind_of, quote
 
 #: Ids and batch names become file and directory names: no separators, no leading dot.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -16,16 +16,16 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from runner import ledger
-from runner.budget import RequestBudget
+from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
+from runner.engine.scheduler import BatchRunner, verify_done
 from runner.errors import LockedError, StorageError
 from runner.jobs import JobState
 from runner.manifest import Manifest
-from runner.plan import Action, Plan, make_plan
 from runner.report import SUMMARY_NAME, RunResult, build_summary, exit_code, render
-from runner.scheduler import BatchRunner, verify_done
-from runner.spend import SpendLimit, recorded_spend
+from runner.store import ledger
+from runner.store.budget import Budget, recorded_spend
+from runner.store.plan import Action, Plan, make_plan
 
 log = logging.getLogger("runner")
 
@@ -135,7 +135,7 @@ async def run_batch(
     *,
     resume_command: str,
     handle_signals: bool = False,
-    budget: RequestBudget | None = None,
+    limiter: RateLimiter | None = None,
     observer: Callable[[str, float], None] | None = None,
 ) -> RunResult:
     """Run ``manifest`` into ``config.output_dir``.
@@ -145,7 +145,7 @@ async def run_batch(
     the API is gone or broken, the account is refused) end it cleanly instead: the result's
     summary and exit code say why, and the ledger stays consistent.
 
-    ``budget`` is the request window to share with requests made before the run (a preflight's
+    ``limiter`` is the request window to share with requests made before the run (a preflight's
     model lookups); by default the run makes its own.
     """
     output_dir = config.output_dir
@@ -181,7 +181,7 @@ async def run_batch(
             plan.count(Action.FAILED),
         )
         known_ids = {str(r["prediction_id"]) for r in records if r.get("prediction_id")}
-        spend = SpendLimit(config.budget_usd, spent_before=recorded_spend(records))
+        spend = Budget(config.budget_usd, spent_before=recorded_spend(records))
         for step in plan.steps:  # predictions that may exist on the server count already
             if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
                 spend.hold(step.item.key, step.item.price_usd)
@@ -206,11 +206,11 @@ async def run_batch(
                     async with aiohttp.ClientSession(
                         connector=connector, cookie_jar=aiohttp.DummyCookieJar()
                     ) as session:
-                        if budget is None:
-                            budget = RequestBudget(
+                        if limiter is None:
+                            limiter = RateLimiter(
                                 config.limits.rate_limit, config.limits.rate_window
                             )
-                        await runner.run(session, budget)
+                        await runner.run(session, limiter)
                 result = await _finish(runner, manifest, plan, output_dir, resume_command, work)
                 tg.cancel_scope.cancel()  # signals are handled until the summary is written
     return result

@@ -28,7 +28,7 @@ def _amount(value: Amount) -> Decimal:
     return amount
 
 
-class SpendLimit:
+class Budget:
     """Spent and reserved USD against an optional budget (None: no cap, everything fits).
 
     Amounts are Decimal inside; callers may pass floats from configuration, read through their

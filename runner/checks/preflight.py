@@ -1,15 +1,15 @@
 """Check before spending: every check a batch passes before anything is uploaded or created.
 
 ``preflight`` reads the manifest (structure, types, ids, image files: ``runner.manifest``),
-then checks each image by its content (``runner.images``; URL images too with
-``--check-urls``), lints each prompt (``runner.prompts``), validates each item's input against
-its model's live schema (``runner.schema``), and plans the run against the ledger with its
+then checks each image by its content (``images``; URL images too with ``--check-urls``),
+lints each prompt (``prompts``), validates each item's input against its model's live
+schema (``schema``), and plans the run against the ledger with its
 estimated cost (``runner.cost``) and budget. Every problem is found in one pass and placed as
 ``file:line:col: item 3 (id "deer"), field "prompt"``. ``validate``, ``run --dry-run`` and every
 ``run`` go through it; a run starts only if it found no error.
 
 Nothing here creates a prediction or uploads an image. The only API requests are the model
-lookups (through the caller's client, so they share the run's request budget); the only file
+lookups (through the caller's client, so they share the run's request window); the only file
 written is the schema cache in the output directory.
 """
 
@@ -28,14 +28,18 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from runner import cost, download, images, ledger, models, prompts, run, schema
-from runner.client import EachlabsClient
+from runner import batch as run
+from runner import cost, models
+from runner.api import transfers
+from runner.api.client import EachlabsClient
+from runner.checks import images, prompts, schema
+from runner.checks.diagnostics import ERROR, WARNING, Finding
 from runner.config import CheckConfig, open_regular_file
 from runner.errors import ConfigError, LedgerError, Problem
-from runner.findings import ERROR, WARNING, Finding
 from runner.manifest import SUFFIX_WARNING, Item, Manifest, ManifestReading, read_manifest
-from runner.plan import Action, Plan, make_plan
-from runner.spend import recorded_spend
+from runner.store import ledger
+from runner.store.budget import recorded_spend
+from runner.store.plan import Action, Plan, make_plan
 
 #: Stands in for a local image's future upload URL when an input is checked against a schema.
 PLACEHOLDER_UPLOAD = "https://upload.invalid/"
@@ -171,12 +175,12 @@ async def _check_url_images(
 ) -> list[Problem]:
     """``--check-urls``: the head of each http(s) image URL, checked like a local file."""
     urls = sorted({item.image_url for item in items if item.image_url and _fetchable(item)})
-    heads: dict[str, download.Head] = {}
+    heads: dict[str, transfers.Head] = {}
     limiter = anyio.CapacityLimiter(checks.url_concurrency)
 
     async def fetch(url: str) -> None:
         async with limiter:
-            heads[url] = await download.fetch_head(
+            heads[url] = await transfers.fetch_head(
                 session, url, limit=checks.url_head_bytes, seconds=checks.url_timeout
             )
 

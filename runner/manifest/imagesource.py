@@ -3,7 +3,7 @@
 A value that starts with a URL scheme must be an http(s) URL with a host. Anything else is a
 path relative to the manifest's directory, which must be a non-empty regular file; it is hashed
 (sha256) so that the item's key follows the image's content, not its name. Only the file name
-suffix is looked at here: ``runner.images`` checks the content, in the preflight.
+suffix is looked at here: ``runner.checks.images`` checks the content, in the preflight.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from yaml.nodes import Node
 
 from runner.config import open_regular_file
-from runner.yamlnodes import Reader, Scope, quote
+from runner.manifest.yamlnodes import Reader, Scope, quote
 
 #: Image formats the API documents (JPEG, PNG, WebP, GIF); other suffixes get a warning
 #: (ending in SUFFIX_WARNING), which the preflight drops once it has read the content.

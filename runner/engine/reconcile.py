@@ -15,11 +15,11 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runner.client import EachlabsClient
+from runner.api.client import EachlabsClient
 from runner.errors import ApiError
-from runner.ledger import KeyState
+from runner.jobs import valid_id
 from runner.manifest import Item
-from runner.protocol import valid_id
+from runner.store.ledger import KeyState
 
 log = logging.getLogger(__name__)
 

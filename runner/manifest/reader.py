@@ -29,13 +29,13 @@ the place of its fields, so later checks report the same way); ``load_manifest``
 ``ManifestError`` listing every error. The YAML is composed into nodes rather than loaded, so
 that every value keeps its position. Apart from reading the manifest and hashing local images,
 nothing here does I/O: image contents, prompts and model schemas are checked by
-``runner.preflight``.
+``runner.checks.preflight``.
 
 This module holds the public types and the one pass over the file: it gives each item its id
 and key and warns about what only shows across items (the same video twice, a price no item
-uses). The reading underneath is in three layers: ``runner.yamlnodes`` (nodes that keep their
-place, the reader that checks them), ``runner.manifestfields`` (the top level and each item's
-fields) and ``runner.imagesource`` (an item's image: a URL, or a local file hashed).
+uses). The reading underneath is in three layers: ``yamlnodes`` (nodes that keep their place,
+the reader that checks them), ``fields`` (the top level and each item's fields) and
+``imagesource`` (an item's image: a URL, or a local file hashed).
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ from urllib.parse import urlsplit
 
 from runner import cost, models
 from runner.errors import ManifestError, Problem
-from runner.imagesource import IMAGE_SUFFIXES, SUFFIX_WARNING, URL_SCHEME
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
-from runner.manifestfields import (
+from runner.manifest.fields import (
     DEFAULTS_KEYS,
     ITEM_KEYS,
     MAX_NAME,
@@ -68,7 +67,8 @@ from runner.manifestfields import (
     read_top,
     slugify,
 )
-from runner.yamlnodes import MAX_NODES, Place, Reader, Scope, compose, expanded_size, quote
+from runner.manifest.imagesource import IMAGE_SUFFIXES, SUFFIX_WARNING, URL_SCHEME
+from runner.manifest.yamlnodes import MAX_NODES, Place, Reader, Scope, compose, expanded_size, quote
 
 __all__ = [
     "DEFAULTS_KEYS",

@@ -7,7 +7,7 @@ mapping, the entries of a mapping) and collects every problem on the way, placed
 ``Scope`` names the item and the field of a value, a ``Place`` records where one was written.
 PyYAML's errors become one-line reasons here, and an unknown key gets its near miss ("did you
 mean ...?") or the keys allowed. Nothing here knows what a manifest holds: that is
-``runner.manifestfields``.
+``runner.manifest.fields``.
 """
 
 from __future__ import annotations

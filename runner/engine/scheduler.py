@@ -2,13 +2,13 @@
 
 One feeder hands items to in-flight slots (at most ``concurrency`` predictions on the server);
 each slot's task uploads the image if needed, creates the prediction, polls it at the pace
-``runner.policy`` sets within the shared request budget, and on success hands the video to a
-download (downloads take no slot and no budget).
+``runner.engine.policy`` sets within the shared request window, and on success hands the video to a
+download (downloads take no slot and no place in the request window).
 
 The money rules live here:
 
-- **Write-ahead, and stop means stop.** A create waits for its place in the request budget
-  like any request, and a stop ends that wait: it is never sent. Once the budget grants it,
+- **Write-ahead, and stop means stop.** A create waits for its place in the request window
+  like any request, and a stop ends that wait: it is never sent. Once the window grants it,
   the ``submitting`` record is written and fsynced, the create is sent and its answer is
   recorded, all shielded from cancellation, so a stop never leaves a paid prediction
   unrecorded. A second stop cancels even that; the ledger's ``submitting`` then makes the
@@ -41,11 +41,14 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from runner import policy
-from runner.budget import RequestBudget
-from runner.client import EachlabsClient
+from runner.api.client import EachlabsClient
+from runner.api.protocol import Prediction, RemoteStatus
+from runner.api.ratelimit import RateLimiter
+from runner.api.transfers import GONE, fetch_video
+from runner.checks.images import sniff_content_type
 from runner.config import RunConfig
-from runner.download import GONE, fetch_video, verify, video_path
+from runner.engine import policy
+from runner.engine.reconcile import Verdict, find_prediction, listed
 from runner.errors import (
     AccountError,
     AmbiguousCreateError,
@@ -62,18 +65,16 @@ from runner.errors import (
     TransferError,
     TransportError,
 )
-from runner.images import sniff_content_type
 from runner.jobs import JobState, transition
-from runner.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED, KeyState, LedgerWriter, apply
 from runner.manifest import Item
-from runner.plan import DOWNLOAD_FAILED, LOST, POLL_ERROR, TIMEOUT, Action, Plan
-from runner.protocol import Prediction, RemoteStatus
-from runner.reconcile import Verdict, find_prediction, listed
-from runner.spend import SpendLimit
+from runner.store.budget import Budget
+from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED, KeyState, LedgerWriter, apply
+from runner.store.plan import DOWNLOAD_FAILED, LOST, POLL_ERROR, TIMEOUT, Action, Plan
+from runner.store.videos import verify, video_path
 
 log = logging.getLogger("runner")
 
-#: Downloads running at once; they share the machine's bandwidth, not the API budget.
+#: Downloads running at once; they share the machine's bandwidth, not the API's request window.
 DOWNLOAD_CONCURRENCY = 4
 #: Upload failures that created nothing before the item is left pending for the next run.
 MAX_UPLOAD_FAILURES = 5
@@ -123,7 +124,7 @@ class Outcome:
     stopped: Stop | None = None
 
 
-class Slots:
+class InFlight:
     """Predictions in flight on the server: at most ``limit`` taken by new creates.
 
     Resumed predictions are already running on the server; they are counted with ``force``.
@@ -179,7 +180,7 @@ class BatchRunner:
         known_ids: set[str] | None = None,
         rng: random.Random | None = None,
         observer: Callable[[str, float], None] | None = None,
-        spend: SpendLimit | None = None,
+        spend: Budget | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -194,10 +195,10 @@ class BatchRunner:
         self.observer = observer
         self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
         #: What the batch has spent and reserved, against --budget (no cap without one).
-        self.spend = spend or SpendLimit(None)
+        self.spend = spend or Budget(None)
         self.outcome = Outcome()
         self._stop_submitting = False
-        self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' budget waits
+        self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' window waits
         self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
         self._nonsense = 0  # create answers in a row that made no sense
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -206,25 +207,25 @@ class BatchRunner:
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self.client: EachlabsClient
         self.session: aiohttp.ClientSession
-        self.budget: RequestBudget
+        self.limiter: RateLimiter
 
     # -- entry point -------------------------------------------------------------------------
 
-    async def run(self, session: aiohttp.ClientSession, budget: RequestBudget) -> Outcome:
+    async def run(self, session: aiohttp.ClientSession, limiter: RateLimiter) -> Outcome:
         self.session = session
-        self.budget = budget
+        self.limiter = limiter
         self.client = EachlabsClient(
             session,
             self.config.api_base,
             self.config.api_key,
-            budget,
+            limiter,
             request_timeout=self.limits.request_timeout,
             max_retry_after=self.limits.max_retry_after,
             unreachable_after=self.limits.unreachable_after,
             unreachable_at_start=self.limits.unreachable_at_start,
             fault_wait=self.limits.fault_wait,
         )
-        self.slots = Slots(self.limits.concurrency)
+        self.slots = InFlight(self.limits.concurrency)
         for step in self.plan.steps:
             self.outcome.jobs[step.item.id] = Job(step.item, step.state)
         try:
@@ -267,12 +268,12 @@ class BatchRunner:
 
     def stop_submitting(self) -> None:
         """No new create is sent after this (a signal, an account error, ...): creates waiting
-        for the request budget give up at once; creates already on the wire are recorded."""
+        for the request window give up at once; creates already on the wire are recorded."""
         self._stop_submitting = True
         if not self._stopping.is_set():
             self._stopping.set()
-            if hasattr(self, "budget"):
-                self.budget.notify()
+            if hasattr(self, "limiter"):
+                self.limiter.notify()
 
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""
@@ -319,7 +320,7 @@ class BatchRunner:
         try:
             prediction = await self._run_prediction(job, action)
         except _RUN_STOPPERS:
-            self.stop_submitting()  # creates still waiting for the budget give up at once
+            self.stop_submitting()  # creates still waiting for the window give up at once
             raise
         finally:
             self.slots.release()
@@ -583,7 +584,7 @@ class BatchRunner:
             )
 
     async def _create(self, job: Job, request: dict[str, object]) -> str | ApiError | None:
-        """One create: waits for the request budget (a stop ends the wait: nothing is sent,
+        """One create: waits for the request window (a stop ends the wait: nothing is sent,
         None), then, shielded from cancellation, writes ``submitting``, sends and records the
         answer. Returns the prediction id, or the error that says what happened."""
         with anyio.CancelScope(shield=True) as scope:
@@ -741,7 +742,7 @@ class BatchRunner:
                 last_poll_at=job.last_poll_at,
                 model=self.runtimes,
                 poll_min=self.limits.poll_min,
-                spare=self.budget.spare(),
+                spare=self.limiter.spare(),
             )
             trouble = errors + (0 if missing_since is None else 1 + int(now - missing_since))
             if trouble:
