@@ -15,7 +15,7 @@ from runner.simulator.config import PROFILES, SimConfig
 if TYPE_CHECKING:
     from runner.simulator.app import Simulator, serve_forever
     from runner.simulator.other import OtherHost
-    from runner.simulator.state import Completion, CreateRecord, SeenRequest, SimStats
+    from runner.simulator.stats import Completion, CreateRecord, SeenRequest, SimStats
 
 #: Where each name lives: the server (aiohttp's web side, PyAV, Pillow) is imported only when
 #: one of its names is used, so ``i2v-runner --help`` and runs against the real API never pay
@@ -24,10 +24,10 @@ _LAZY = {
     "Simulator": "runner.simulator.app",
     "serve_forever": "runner.simulator.app",
     "OtherHost": "runner.simulator.other",
-    "Completion": "runner.simulator.state",
-    "CreateRecord": "runner.simulator.state",
-    "SeenRequest": "runner.simulator.state",
-    "SimStats": "runner.simulator.state",
+    "Completion": "runner.simulator.stats",
+    "CreateRecord": "runner.simulator.stats",
+    "SeenRequest": "runner.simulator.stats",
+    "SimStats": "runner.simulator.stats",
 }
 
 

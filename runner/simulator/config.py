@@ -40,6 +40,10 @@ DEFAULT_FAULT_KINDS = frozenset({"500", "502", "504", "reset"})
 #: Without ``from``, the executions list shows the last 90 days (the contract).
 EXECUTIONS_WINDOW = 90 * 24 * 3600.0
 
+#: With ``rate_burst`` and no ``rate_limit``, the bucket refills this many per ``rate_window``:
+#: the contract's 60 requests per minute.
+BURST_REFILL_COUNT = 60
+
 #: The fields holding durations in seconds; ``scaled`` divides each of them.
 _TIME_FIELDS = (
     "runtime_mean",
@@ -68,6 +72,10 @@ class SimConfig:
     concurrency: int = 10  # account in-flight cap; a create beyond it answers 429
     rate_limit: int | None = None  # at most this many API requests in any rate_window; else 429
     rate_window: float = 60.0
+    # rate_burst set: a token bucket limits API requests instead of the window, as many gateways
+    # do (limits.TokenBucket): it holds rate_burst, full at first, and refills at rate_limit (or
+    # BURST_REFILL_COUNT) per rate_window, so a burst legal under the window meets 429s
+    rate_burst: int | None = None
     runtime_mean: float = 200.0  # run time: around the mean, clipped to [runtime_min, runtime_max],
     runtime_min: float = 150.0  # and a share outlier_rate of slow outliers (times outlier_factor)
     runtime_max: float = 300.0
@@ -136,6 +144,11 @@ class SimConfig:
             raise ValueError("concurrency must be at least 1")
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError("rate_limit must be at least 1 (or None for no limit)")
+        if self.rate_burst is not None:
+            if self.rate_burst < 1:
+                raise ValueError("rate_burst must be at least 1 (or None for the sliding window)")
+            if not (math.isfinite(self.rate_window) and self.rate_window > 0):
+                raise ValueError("rate_window must be a positive number of seconds")
         if not 0 <= self.runtime_min <= self.runtime_max:
             raise ValueError("need 0 <= runtime_min <= runtime_max")
         if self.failure_rate + self.retryable_failure_rate > 1:
@@ -201,7 +214,9 @@ class SimConfig:
     def scaled(self, factor: float) -> SimConfig:
         """A copy with every duration divided by ``factor`` (10 runs ten times faster).
 
-        ``fetch_timeout`` is not scaled: it bounds real network I/O, not simulated time.
+        ``fetch_timeout`` is not scaled: it bounds real network I/O, not simulated time. Counts
+        (``rate_limit``, ``rate_burst``, ``concurrency``) stay as they are, so the bucket of
+        ``rate_burst`` refills ``factor`` times faster through the shorter ``rate_window``.
         """
         if factor <= 0:
             raise ValueError("factor must be positive")

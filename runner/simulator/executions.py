@@ -1,6 +1,6 @@
 """The query of ``GET /v1/executions``: its filters, its status words, and the page it selects.
 
-Pure: the account (``state.Account.executions``) decides which predictions are listed by now and
+Pure: the account (``account.Account.executions``) decides which predictions are listed by now and
 from when; this module parses the query and filters, orders and pages them.
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runner.simulator.state import Prediction
+    from runner.simulator.lifecycle import Run
 
 #: The status words ``GET /v1/executions`` accepts in its ``status`` filter (lowercase only; its
 #: rows also say ``cancelled``, which the filter does not take).
@@ -91,19 +91,19 @@ def parse_executions_query(params: Mapping[str, str]) -> ExecutionsQuery:
 
 
 def select_executions(
-    preds: Iterable[Prediction],
+    runs: Iterable[Run],
     query: ExecutionsQuery,
     now: float,
     *,
     earliest: float | None = None,
-) -> tuple[list[Prediction], int]:
+) -> tuple[list[Run], int]:
     """``(page, total)``: the predictions matching ``query``, newest first, sliced by offset and
     limit, and how many matched in all. ``earliest`` (epoch seconds) stands in for a ``from``
     the query does not give."""
     since = query.since if query.since is not None else earliest
     matched = [
         p
-        for p in preds
+        for p in runs
         if (query.model is None or p.model == query.model)
         and (query.statuses is None or execution_status(p.status(now)) in query.statuses)
         and (since is None or p.created_wall >= since)

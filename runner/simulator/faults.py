@@ -1,6 +1,6 @@
 """Transient faults, as a real service's gateway and storage hosts have them now and then.
 
-``SimConfig.fault_rate`` picks the requests (``state.Account.fault`` draws, per endpoint); this
+``SimConfig.fault_rate`` picks the requests (``account.Account.fault`` draws, per endpoint); this
 module says what such a request gets: a 500 from the service, a 502 or 504 page from the
 gateway in front of it, a connection closed without an answer, or a request held until the
 gateway gives up. A faulted request has no other effect: nothing is read, stored or created.

@@ -23,10 +23,13 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from runner.simulator.account import Account
 from runner.simulator.config import SimConfig
 from runner.simulator.faults import fault_answer
+from runner.simulator.lifecycle import Run
 from runner.simulator.listener import REQUEST_ID, Handler, request_id
-from runner.simulator.state import Account, Prediction, SeenRequest, SimStats, rfc3339
+from runner.simulator.stats import SeenRequest, SimStats
+from runner.simulator.wire import rfc3339
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: The contract's upload limits: 100 MB a file, presigned URLs live 15 minutes (not scaled).
@@ -174,15 +177,15 @@ class FileHost:
             return OwnImage(None, "the upload expired")
         return OwnImage(upload.data)
 
-    def video_url(self, pred: Prediction) -> str | None:
+    def video_url(self, run: Run) -> str | None:
         """A fresh CDN URL for a finished video; signed with an expiry when url_ttl is set."""
-        if pred.ended != "success":
+        if run.ended != "success":
             return None
-        url = f"{self.base_url}/cdn/{pred.id}.mp4"
+        url = f"{self.base_url}/cdn/{run.id}.mp4"
         if self.config.url_ttl is None:
             return url
         expires = f"{time.time() + self.config.url_ttl:.3f}"
-        return f"{url}?exp={expires}&sig={self._sign(pred.id, expires)}"
+        return f"{url}?exp={expires}&sig={self._sign(run.id, expires)}"
 
     def _sign(self, *parts: str) -> str:
         message = ":".join(parts).encode()
@@ -253,21 +256,16 @@ class FileHost:
         if fault is not None:
             return fault
         name = request.match_info["name"]
-        pred = self.account.predictions.get(name.removesuffix(".mp4"))
-        if (
-            not name.endswith(".mp4")
-            or pred is None
-            or pred.video is None
-            or pred.ended != "success"
-        ):
+        run = self.account.predictions.get(name.removesuffix(".mp4"))
+        if not name.endswith(".mp4") or run is None or run.video is None or run.ended != "success":
             return web.Response(status=404, text="Not Found")
         if c.url_ttl is not None:
             expires, signature = request.query.get("exp", ""), request.query.get("sig", "")
-            if not hmac.compare_digest(signature, self._sign(pred.id, expires)):
+            if not hmac.compare_digest(signature, self._sign(run.id, expires)):
                 return web.Response(status=403, text="AccessDenied: bad signature")
             if float(expires) < time.time():
                 return web.Response(status=403, text="AccessDenied: Request has expired")
-        video = pred.video
+        video = run.video
         size = len(video) if c.cdn_body_bytes is None else c.cdn_body_bytes
         read: Callable[[int, int], bytes] = (
             (lambda offset, length: video[offset : offset + length])

@@ -13,7 +13,7 @@ from types import TracebackType
 from aiohttp import web
 
 from runner.simulator.listener import Listener
-from runner.simulator.state import SeenRequest
+from runner.simulator.stats import SeenRequest
 
 CREATE_PATHS = frozenset({"/v1/prediction", "/v1/prediction/"})
 POLL_PREFIX = "/v1/prediction/"

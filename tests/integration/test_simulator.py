@@ -460,6 +460,73 @@ async def test_the_request_rate_limit_admits_at_most_n_per_sliding_window(
     assert sim.stats.refused_rate == statuses.count(429)
 
 
+async def _model_requests(
+    session: Session, sim: Simulator, count: int, *, every: float | None = None
+) -> list[tuple[int, Any, str | None]]:
+    """``(status, body, Retry-After)`` of ``count`` model requests: all at once, or one at a time
+    with ``every`` seconds between an answer and the next request."""
+
+    async def one() -> tuple[int, Any, str | None]:
+        async with session.get(f"{sim.base_url}/v1/model", params={"slug": MODEL}) as r:
+            return r.status, await r.json(), r.headers.get("Retry-After")
+
+    if every is None:
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+    answers = []
+    for i in range(count):
+        if i:
+            await asyncio.sleep(every)
+        answers.append(await one())
+    return answers
+
+
+#: A bucket of 3 refilled at 4 a second (0.25 s a token). A burst of 8 at once gets a 429 unless
+#: it takes the server over a second to receive; 8 spread at 0.25 s are all admitted unless the
+#: first answer takes over half a second (two spare tokens' worth).
+BUCKET = {"rate_limit": 4, "rate_window": 1.0, "rate_burst": 3, "retry_after": 2.0}
+
+
+async def test_a_token_bucket_refuses_part_of_a_burst_with_the_rate_limits_429(
+    simulator: StartSimulator, session: Session
+) -> None:
+    sim = await simulator(**BUCKET)
+    answers = await _model_requests(session, sim, 8)
+    statuses = [status for status, _, _ in answers]
+    assert statuses.count(200) >= 3  # the bucket starts full
+    assert statuses.count(429) >= 1
+    for status, body, retry_after in answers:
+        if status == 429:  # the same answer as the sliding window's
+            assert body == {
+                "status": 429,
+                "error": "too many requests",
+                "details": "Rate limit exceeded: at most 4 requests per 1 seconds",
+            }
+            assert retry_after == "2"
+    assert sim.stats.refused_rate == statuses.count(429)
+    assert len(sim.stats.api_requests) == 8
+
+
+async def test_the_same_requests_spread_at_the_buckets_refill_rate_are_all_admitted(
+    simulator: StartSimulator, session: Session
+) -> None:
+    sim = await simulator(**BUCKET)
+    interval = BUCKET["rate_window"] / BUCKET["rate_limit"]
+    answers = await _model_requests(session, sim, 8, every=interval)
+    assert [status for status, _, _ in answers] == [200] * 8
+    assert sim.stats.refused_rate == 0
+
+
+async def test_without_a_burst_setting_the_window_admits_a_whole_burst_at_once(
+    simulator: StartSimulator, session: Session
+) -> None:
+    """The same burst of 8: legal under 8 in any window, and the 9th is refused."""
+    sim = await simulator(rate_limit=8, rate_window=60.0)
+    answers = await _model_requests(session, sim, 8)
+    assert [status for status, _, _ in answers] == [200] * 8
+    assert [status for status, _, _ in await _model_requests(session, sim, 1)] == [429]
+    assert sim.stats.refused_rate == 1
+
+
 async def test_creates_beyond_the_balance_answer_402(
     simulator: StartSimulator, session: Session
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from runner.models import MODELS
 from runner.simulator import PROFILES, SimConfig, SimStats
+from runner.simulator.account import Account
 from runner.simulator.config import (
     DEFAULT_FAULT_ENDPOINTS,
     DEFAULT_FAULT_KINDS,
@@ -27,21 +28,20 @@ from runner.simulator.executions import (
 )
 from runner.simulator.files import FTYP, Upload, generated_bytes, parse_range
 from runner.simulator.inputs import private_host, validate_input
-from runner.simulator.state import (
+from runner.simulator.lifecycle import (
     PROVIDER_FAILED,
     PROVIDER_RATE_LIMIT,
-    Account,
-    Prediction,
-    RequestWindow,
-    SeenRequest,
+    Run,
     draw_failure,
     draw_run_time,
     lifecycle_status,
     next_quantum,
     quantize,
-    rfc3339,
 )
+from runner.simulator.limits import RateWindow
+from runner.simulator.stats import SeenRequest
 from runner.simulator.video import crop_box, frame_size, motion_for
+from runner.simulator.wire import cost, execution_row, predict_time, rfc3339, wire_status
 
 
 def test_run_times_stay_within_bounds_and_outliers_are_slower() -> None:
@@ -180,14 +180,14 @@ def test_the_served_schemas_say_only_what_the_published_pages_say(
 
 
 def test_the_request_window_is_strict_and_sliding() -> None:
-    window = RequestWindow(limit=2, window=10.0)
+    window = RateWindow(limit=2, window=10.0)
     assert [window.admit(t) for t in (0.0, 1.0, 2.0, 9.9)] == [True, True, False, False]
     assert window.admit(10.0)  # the request at 0.0 has left the window
     assert not window.admit(10.5)
     assert window.admit(11.0)
 
 
-def make_prediction(n: int, model: str = "m", **fields: Any) -> Prediction:
+def make_prediction(n: int, model: str = "m", **fields: Any) -> Run:
     base: dict[str, Any] = {
         "id": f"p{n}",
         "model": model,
@@ -199,7 +199,7 @@ def make_prediction(n: int, model: str = "m", **fields: Any) -> Prediction:
         "due": n + 200.0,
         "failure": None,
     }
-    return Prediction(**{**base, **fields})
+    return Run(**{**base, **fields})
 
 
 @pytest.mark.parametrize(
@@ -296,8 +296,8 @@ def test_status_words_on_the_wire() -> None:
         "success",
         "error",
     ]
-    legacy = Account(SimConfig(legacy_statuses=True), SimStats())
-    assert [legacy.wire_status(s) for s in ("error", "cancelled", "success")] == [
+    legacy = SimConfig(legacy_statuses=True)
+    assert [wire_status(s, legacy) for s in ("error", "cancelled", "success")] == [
         "failed",
         "canceled",
         "success",
@@ -325,7 +325,7 @@ def test_cancelled_and_failed_predictions_are_not_billed() -> None:
     for status in ("cancelled", "error"):
         pred = account.create("m", {}, 0.0, None)
         account.finish(pred, status, 3.0)
-        assert account.cost(pred) == 0 and account.predict_time(pred, 9.0) == 3.0
+        assert cost(pred, account.config) == 0 and predict_time(pred, 9.0) == 3.0
     assert account.spent_usd == 0
 
 
@@ -706,10 +706,10 @@ def test_an_executions_row_carries_its_output_as_a_string() -> None:
     account = Account(SimConfig(failure_rate=0.0), SimStats(), wall=lambda: 1_700_000_000.0)
     url = "https://cdn.test/v.mp4"
     running = account.create("m", {}, 0.0, None)
-    assert account.execution_row(running, 1.0, None)["output"] is None
+    assert execution_row(running, 1.0, None, account.config)["output"] is None
     done = account.create("m", {}, 0.0, None)
     account.finish(done, "success", 10.0)
-    row = account.execution_row(done, 11.0, url)
+    row = execution_row(done, 11.0, url, account.config)
     assert row["output"] == url and row["status"] == "success"
     assert (row["requested_model"], row["workflow_id"], row["workflow_execution_id"]) == (
         "m",
@@ -719,9 +719,9 @@ def test_an_executions_row_carries_its_output_as_a_string() -> None:
     failed = account.create("m", {}, 0.0, None)
     failed.failure = PROVIDER_FAILED
     account.finish(failed, "error", 10.0)
-    error = json.loads(account.execution_row(failed, 11.0, None)["output"])
+    error = json.loads(execution_row(failed, 11.0, None, account.config)["output"])
     assert error["error_code"] == "PROVIDER_FAILED" and error["retryable"] is False
     cancelled = account.create("m", {}, 0.0, None)
     account.finish(cancelled, "cancelled", 3.0)
-    row = account.execution_row(cancelled, 11.0, None)
+    row = execution_row(cancelled, 11.0, None, account.config)
     assert (row["status"], row["output"], row["execution_cost"]) == ("cancelled", None, 0.0)

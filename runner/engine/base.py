@@ -1,0 +1,214 @@
+"""What every part of the engine shares: one item's live ``Job``, how a run ended
+(``RunOutcome``), the in-flight count, and ``RunContext``, the state of one run with the few
+moves every phase makes (record an event, stop submitting, hold money against the budget).
+
+The phases are mixins over ``RunContext`` (``create``, ``poll``, ``fetch``); ``scheduler``'s
+``BatchRunner`` puts them together and drives the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+import anyio
+
+from runner.api.client import EachlabsClient
+from runner.api.protocol import Prediction
+from runner.api.ratelimit import RateLimiter
+from runner.config import RunConfig
+from runner.engine import policy
+from runner.errors import (
+    AccountError,
+    ApiBrokenError,
+    ApiUnavailableError,
+    RunnerError,
+    StorageError,
+)
+from runner.jobs import JobState, transition
+from runner.manifest import Item
+from runner.store.budget import Budget
+from runner.store.ledger import KeyState, LedgerWriter, apply
+from runner.store.plan import Plan
+
+log = logging.getLogger("runner")
+
+#: Errors that end the whole run (each has its exit code); ``run`` turns them into a Stop.
+RUN_STOPPERS = (StorageError, ApiUnavailableError, ApiBrokenError, AccountError)
+
+#: Downloads running at once; they share the machine's bandwidth, not the API's request window.
+DOWNLOAD_CONCURRENCY = 4
+
+
+@dataclass
+class Job:
+    """The live state of one item during a run."""
+
+    item: Item
+    state: KeyState
+    submitted_at: float | None = None  # monotonic
+    last_poll_at: float | None = None
+    attempts_this_run: int = 0
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run stopped before its work was done: ``kind`` picks the exit code."""
+
+    kind: str  # "storage" (exit 5), "api_unavailable" (exit 6), "api_broken" (exit 7)
+    message: str
+
+
+@dataclass
+class RunOutcome:
+    """What a run ended with, for the summary and the exit code."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)  # by item id
+    account_error: str | None = None
+    budget_reached: bool = False
+    interrupted: bool = False
+    stopped: Stop | None = None
+
+
+class InFlight:
+    """Predictions in flight on the server: at most ``limit`` taken by new creates.
+
+    Resumed predictions are already running on the server; they are counted with ``force``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = anyio.Event()
+
+    async def acquire(self) -> None:
+        while self.used >= self.limit:
+            await self._changed.wait()
+        self.used += 1
+
+    def force(self) -> None:
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+def mono_from_iso(ts: str | None, now_mono: float) -> float | None:
+    if not ts:
+        return None
+    try:
+        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        return None
+    return now_mono - max(0.0, (datetime.now(then.tzinfo) - then).total_seconds())
+
+
+class RunContext:
+    """The state of one run, shared by its phases."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        plan: Plan,
+        ledger: LedgerWriter,
+        uploads: dict[str, str],
+        *,
+        known_ids: set[str] | None = None,
+        rng: random.Random | None = None,
+        observer: Callable[[str, float], None] | None = None,
+        spend: Budget | None = None,
+    ) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.plan = plan
+        self.ledger = ledger
+        self.uploads = dict(uploads)
+        #: Every prediction id the ledger has ever attached to an item: never attach another.
+        self.known_ids = set(known_ids or ())
+        self._scope: anyio.CancelScope | None = None
+        self.rng = rng or random.Random()
+        #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
+        self.observer = observer
+        self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
+        #: What the batch has spent and reserved, against --budget (no cap without one).
+        self.spend = spend or Budget(None)
+        self.outcome = RunOutcome()
+        self._stop_submitting = False
+        self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' window waits
+        self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
+        self._nonsense = 0  # create answers in a row that made no sense
+        self._upload_locks: dict[str, anyio.Lock] = {}
+        self._creates_paused_until = 0.0
+        self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
+        self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+        self.client: EachlabsClient
+        self.slots: InFlight
+        self.session: aiohttp.ClientSession
+        self.limiter: RateLimiter
+
+    def _stopped(self, kind: str, exc: BaseException) -> None:
+        if self.outcome.stopped is None:
+            self.outcome.stopped = Stop(kind, str(exc))
+            log.error("%s; the run stops, unfinished items are left for the next run", exc)
+        self.stop_submitting()
+
+    def stop_submitting(self) -> None:
+        """No new create is sent after this (a signal, an account error, ...): creates waiting
+        for the request window give up at once; creates already on the wire are recorded."""
+        self._stop_submitting = True
+        if not self._stopping.is_set():
+            self._stopping.set()
+            if hasattr(self, "limiter"):
+                self.limiter.notify()
+
+    def _reserve(self, job: Job) -> bool:
+        """Hold this item's price against the budget unless it holds it already."""
+        key = job.item.key
+        return self.spend.holds(key) or self.spend.reserve(key, job.item.price_usd)
+
+    def _budget_reached(self, job: Job) -> None:
+        """The next create could take the batch over --budget: no new item is started (items
+        that hold their reservation go on)."""
+        if not self.outcome.budget_reached:
+            self.outcome.budget_reached = True
+            log.warning(
+                "%s: the budget of $%.2f is reached ($%.2f spent, $%.2f reserved); "
+                "submitting stopped, the remaining items stay pending",
+                job.item.id,
+                self.spend.budget_usd or 0.0,
+                self.spend.spent,
+                self.spend.reserved,
+            )
+
+    def _refused(self, exc: RunnerError) -> None:
+        """The account cannot submit (401/402): stop creating; predictions in flight go on."""
+        if self.outcome.account_error is None:
+            self.outcome.account_error = str(exc)
+            log.error("the API refused the account: %s; submitting stopped", exc)
+        self.stop_submitting()
+
+    async def _record_success(self, job: Job, prediction: Prediction) -> None:
+        await self._record(
+            job,
+            JobState.SUCCEEDED,
+            prediction_id=prediction.id,
+            output_url=prediction.output_url,
+            predict_time=prediction.predict_time,
+            cost=prediction.cost,
+        )
+
+    async def _record(self, job: Job, event: JobState, **fields: object) -> None:
+        """Append one event for ``job`` and apply it; IllegalTransition if the move is a bug."""
+        transition(job.state.state, event)
+        record = await self.ledger.append(job.item.id, job.item.key, event.value, **fields)
+        job.state = apply(job.state, record)
+        if job.state.prediction_id:
+            self.known_ids.add(job.state.prediction_id)

@@ -1,0 +1,338 @@
+"""Creating an item's prediction: its image uploaded (once per image), the create sent
+under write-ahead and shielded from a first stop, each answer's step taken from the decision
+table (``decisions``), and a create whose answer was lost settled from the executions list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from runner.api.protocol import Prediction
+from runner.checks.images import sniff_content_type
+from runner.engine import decisions, policy
+from runner.engine.base import Job, RunContext, log, mono_from_iso
+from runner.engine.decisions import Outcome, Phase, Step
+from runner.engine.reconcile import Verdict, find_prediction
+from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError, StorageError
+from runner.jobs import JobState
+from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
+
+#: Failures that created nothing (uploads, creates never sent) before the item is left
+#: pending for the next run.
+MAX_CREATE_FAILURES = 5
+#: Failed executions lookups a lost create gets before it is left undecided.
+RECONCILE_UNANSWERED_LOOKS = 3
+#: The error code the upstream gives a prediction whose input image could not be fetched.
+INPUT_DOWNLOAD_ERROR = "INPUT_DOWNLOAD_ERROR"
+#: An item whose creates never made a prediction (each was looked up and found absent).
+CREATE_FAILED = "CREATE_FAILED"
+#: The upload host refused the image (a 4xx on the presigned PUT or the presign).
+UPLOAD_REFUSED = "UPLOAD_REFUSED"
+#: The image file could not be read when it was to be uploaded (gone since the checks).
+IMAGE_UNREADABLE = "IMAGE_UNREADABLE"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one create came to: the step it leads to, and the id or the error."""
+
+    step: Step
+    outcome: Outcome
+    prediction_id: str | None = None
+    error: RunnerError | None = None
+
+
+def read_image(path: Path) -> bytes:
+    """An image file's bytes; StorageError naming the path and the cause."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read the image {path}: {exc.strerror or exc}") from exc
+
+
+class Creating(RunContext):
+    """The create phase of an item's life."""
+
+    async def _image_url(self, job: Job) -> str:
+        item = job.item
+        if item.image_url is not None:
+            return item.image_url
+        assert item.image_path is not None and item.image_sha256 is not None
+        sha = item.image_sha256
+        lock = self._upload_locks.setdefault(sha, anyio.Lock())
+        async with lock:
+            if sha in self.uploads:
+                return self.uploads[sha]
+            data = await anyio.to_thread.run_sync(read_image, item.image_path)
+            content_type = sniff_content_type(data[:16]) or "application/octet-stream"
+            url = await self.client.upload(data, content_type)
+            await self.ledger.append(item.id, item.key, EVENT_UPLOADED, sha256=sha, public_url=url)
+            self.uploads[sha] = url
+            log.info("%s: uploaded %s", item.id, item.image_path.name)
+            return url
+
+    async def _upload_went_away(self, job: Job, prediction: Prediction) -> bool:
+        """A prediction failed because the server could not fetch the image we uploaded for it
+        (the upload expired or vanished): forget that upload, so the next attempt uploads the
+        image again. True if that is what happened."""
+        sha = job.item.image_sha256
+        if prediction.error_code != INPUT_DOWNLOAD_ERROR or sha is None or sha not in self.uploads:
+            return False
+        gone = self.uploads.pop(sha)
+        await self.ledger.append(
+            job.item.id, job.item.key, EVENT_UPLOAD_GONE, sha256=sha, public_url=gone
+        )
+        log.warning(
+            "%s: the server could not fetch its uploaded image; it is uploaded again", job.item.id
+        )
+        return True
+
+    async def _wait_for_create_window(self) -> None:
+        """Hold creates while a 429 pause is on: until one of ours ends or the backoff passes."""
+        while (wait := self._creates_paused_until - anyio.current_time()) > 0:
+            ended = self._ended
+            with anyio.move_on_after(wait):
+                await ended.wait()
+                return
+
+    async def _submit(self, job: Job) -> bool:
+        """Create the prediction for ``job``; False if it was not created (stopped, refused,
+        capped: the ledger says which)."""
+        refusals = 0
+        failures = 0
+        while True:
+            if self._stop_submitting:
+                return False
+            if job.attempts_this_run >= self.limits.max_attempts:
+                await self._record(
+                    job,
+                    JobState.FAILED,
+                    error=f"no prediction was made in {job.attempts_this_run} attempts "
+                    "(each create was looked up on the server and found absent)",
+                    error_code=CREATE_FAILED,
+                )
+                log.warning(
+                    "%s: gave up after %d creates that made nothing",
+                    job.item.id,
+                    job.attempts_this_run,
+                )
+                return False
+            await self._wait_for_create_window()
+            if self._stop_submitting:
+                return False
+            try:
+                image_url = await self._image_url(job)
+            except RunnerError as exc:
+                outcome = decisions.classify(exc)
+                step = decisions.decide(Phase.UPLOAD, outcome)
+                if step is Step.STOP_RUN:
+                    if outcome is Outcome.ACCOUNT:
+                        self._refused(exc)
+                        return False
+                    raise
+                if step is Step.FAIL:
+                    image = outcome is Outcome.FILE
+                    error = str(exc) if image else f"image upload refused: {exc}"
+                    code = IMAGE_UNREADABLE if image else UPLOAD_REFUSED
+                    await self._record(job, JobState.FAILED, error=error, error_code=code)
+                    log.warning("%s: failed: %s", job.item.id, error)
+                    return False
+                failures += 1
+                if await self._leave_pending(job, failures, f"image upload failed: {exc}"):
+                    return False
+                continue
+            if not self._reserve(job):
+                self._budget_reached(job)
+                return False
+            attempt = await self._create(job, job.item.request_input(image_url))
+            if attempt.step not in (Step.GO_ON, Step.RECONCILE):
+                self.spend.release(job.item.key)  # it created nothing
+            match attempt.step:
+                case Step.GO_ON:
+                    self._nonsense = 0
+                    job.submitted_at = anyio.current_time()
+                    job.last_poll_at = None
+                    log.info("%s: submitted as %s", job.item.id, attempt.prediction_id)
+                    return True
+                case Step.WAIT_FOR_ROOM:
+                    refusals += 1
+                    retry_after = getattr(attempt.error, "retry_after", None)
+                    pause = retry_after or policy.backoff(
+                        refusals, base=self.limits.poll_min, cap=60.0, rng=self.rng
+                    )
+                    self._creates_paused_until = max(
+                        self._creates_paused_until, anyio.current_time() + pause
+                    )
+                case Step.RECONCILE:
+                    assert isinstance(attempt.error, AmbiguousCreateError)
+                    log.warning(
+                        "%s: create answer lost (%s); reconciling", job.item.id, attempt.error
+                    )
+                    self._count_nonsense(attempt.error)
+                    verdict = await self._reconcile(job)
+                    if verdict is Verdict.FOUND:
+                        return True
+                    if verdict is Verdict.UNDECIDED:
+                        return False
+                case Step.AGAIN:
+                    failures += 1
+                    if await self._leave_pending(job, failures, str(attempt.error)):
+                        return False
+                case Step.FAIL:
+                    log.warning("%s: create refused: %s", job.item.id, attempt.error)
+                    return False
+                case _:  # LEAVE (stopped before sending), STOP_RUN (account refused)
+                    return False
+
+    def _count_nonsense(self, exc: AmbiguousCreateError) -> None:
+        """A create answered, but not with a usable id (5xx, HTML, no id): after several in a
+        row the server is broken, and submitting stops rather than pay per item."""
+        if not exc.answered:
+            return
+        self._nonsense += 1
+        if self._nonsense >= self.limits.broken_after and self.outcome.stopped is None:
+            self._stopped(
+                "api_broken",
+                ApiBrokenError(
+                    f"the API answered {self._nonsense} creates in a row without a usable "
+                    f"prediction id (last: {exc})"
+                ),
+            )
+
+    async def _create(self, job: Job, request: dict[str, object]) -> Attempt:
+        """One create: waits for the request window (a stop ends the wait: nothing is sent,
+        None), then, shielded from cancellation, writes ``submitting``, sends and records the
+        answer. Returns the step the answer leads to."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._shielded.add(scope)
+            try:
+                return await self._create_recorded(job, request)
+            finally:
+                self._shielded.discard(scope)
+        # Only a second stop (force_cancel) cancels the shielded scope itself.
+        raise anyio.get_cancelled_exc_class()()
+
+    async def _create_recorded(self, job: Job, request: dict[str, object]) -> Attempt:
+        written = False
+
+        async def write_ahead() -> None:
+            nonlocal written
+            await self._record(job, JobState.SUBMITTING, attempt=job.state.attempts + 1)
+            written = True
+            job.attempts_this_run += 1
+
+        try:
+            prediction_id = await self.client.create(
+                job.item.model, request, before_send=write_ahead, abandon=self._stopping
+            )
+        except RunnerError as exc:
+            outcome = decisions.classify(exc)
+            step = decisions.decide(Phase.CREATE, outcome)
+            await self._record_refusal(job, outcome, step, exc, written)
+            return Attempt(step, outcome, error=exc)
+        await self._record(job, JobState.SUBMITTED, prediction_id=prediction_id)
+        return Attempt(Step.GO_ON, Outcome.OK, prediction_id=prediction_id)
+
+    async def _record_refusal(
+        self, job: Job, outcome: Outcome, step: Step, exc: RunnerError, written: bool
+    ) -> None:
+        """Record what a create that made nothing (or may have) leaves: pending, failed, or
+        (lost, stopped) nothing; raise the errors that stop the run."""
+        status = getattr(exc, "status", None)
+        if outcome is Outcome.ACCOUNT:
+            await self._record(job, JobState.PENDING, reason=f"refused: HTTP {status}")
+            self._refused(exc)
+        elif outcome is Outcome.CAPACITY:
+            job.attempts_this_run -= 1
+            await self._record(job, JobState.PENDING, reason="refused: HTTP 429")
+        elif step is Step.FAIL:  # a 4xx that created nothing
+            message = getattr(exc, "message", None)
+            await self._record(
+                job, JobState.FAILED, error=message or str(exc), error_code=f"HTTP_{status}"
+            )
+        elif step in (Step.AGAIN, Step.STOP_RUN):
+            # Never sent (no connection), or refused by a redirect: nothing was created.
+            if written and outcome is not Outcome.DISK and outcome is not Outcome.FILE:
+                job.attempts_this_run -= 1
+                await self._record(job, JobState.PENDING, reason=f"not created: {exc}")
+            if step is Step.STOP_RUN:
+                raise exc
+        # LEAVE (stopped before sending: nothing written), RECONCILE (stays "submitting")
+
+    async def _leave_pending(self, job: Job, failures: int, message: str) -> bool:
+        """Back off after a failure that created nothing; after a few, True: the item is left
+        pending for the next run (never failed for a network reason)."""
+        if decisions.leave_after_failures(failures, MAX_CREATE_FAILURES):
+            log.warning("%s: left pending after %d failures: %s", job.item.id, failures, message)
+            return True
+        log.warning("%s: %s; trying again", job.item.id, message)
+        await anyio.sleep(policy.backoff(failures, base=1.0, cap=30.0, rng=self.rng))
+        return False
+
+    async def _reconcile(self, job: Job) -> Verdict:
+        """Settle a create whose answer was lost: attach to its prediction, or free the item.
+
+        The executions list may lag: the prediction counts as absent only once lookups have
+        shown nothing for ``reconcile_settle`` seconds after the create's answer came (after a
+        crash: could at the latest have come). A lookup that fails (the list answered 500s in
+        production) is asked again, for another ``reconcile_settle`` past that and at least
+        RECONCILE_UNANSWERED_LOOKS times; only then is the item left undecided.
+        """
+        start = anyio.current_time()
+        sent = mono_from_iso(job.state.submitting_ts, start)
+        # The server may have made the prediction at any moment until the create's answer came
+        # (or the client gave up on it), and the list lags from then: count from that moment.
+        answered = start if sent is None else min(start, sent + self.limits.request_timeout)
+        settled_at = answered + self.limits.reconcile_settle
+        looks = unanswered = 0
+        while True:
+            # What counts is when the list was asked, not when the candidates' polls were done:
+            # a list read before the settle time may lack a row that shows a moment later.
+            asked = anyio.current_time()
+            verdict, found = await find_prediction(
+                self.client, job.item, job.state, self.uploads, exclude=self.known_ids
+            )
+            looks += 1
+            now = anyio.current_time()
+            wait = policy.backoff(looks, base=2 * self.limits.fault_wait, cap=30.0, rng=self.rng)
+            if verdict is Verdict.UNANSWERED:
+                unanswered += 1
+                late = max(settled_at, start) + self.limits.reconcile_settle
+                if now >= late and unanswered >= RECONCILE_UNANSWERED_LOOKS:
+                    break
+            elif verdict is Verdict.FOUND or asked >= settled_at:
+                break
+            else:
+                wait = max(0.0, min(settled_at - now, wait))
+            log.info(
+                "%s: its create is not in the executions list yet; looking again in %.1f s",
+                job.item.id,
+                wait,
+            )
+            await anyio.sleep(wait)
+        if verdict is Verdict.FOUND:
+            assert found is not None
+            await self._record(job, JobState.SUBMITTED, prediction_id=found, reconciled=True)
+            job.submitted_at = mono_from_iso(job.state.submitting_ts, anyio.current_time())
+            job.last_poll_at = None
+            log.info("%s: found its prediction %s on the server", job.item.id, found)
+        elif verdict is Verdict.ABSENT:
+            self.spend.release(job.item.key)
+            await self._record(
+                job, JobState.PENDING, reason="reconciled: no prediction was created"
+            )
+        elif self.config.resubmit_ambiguous:
+            self.spend.release(job.item.key)  # the new create reserves again
+            await self._record(job, JobState.PENDING, reason="ambiguous: resubmitting as asked")
+            return Verdict.ABSENT
+        else:
+            log.warning(
+                "%s: cannot tell whether its lost create made a prediction; left for you to "
+                "decide (--resubmit-ambiguous submits it again)",
+                job.item.id,
+            )
+            verdict = Verdict.UNDECIDED
+        return verdict

@@ -1,0 +1,103 @@
+"""Fetching a finished prediction's video: through the transfer with its own retries, a fresh
+output URL asked for once when the old one expired, each failure's step taken from the
+decision table (``decisions``); and the check that a video an earlier run saved is intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from runner.api.protocol import RemoteStatus
+from runner.api.transfers import fetch_video
+from runner.engine import decisions
+from runner.engine.base import RUN_STOPPERS, Job, RunContext, log
+from runner.engine.decisions import Outcome, Phase, Step
+from runner.errors import RunnerError
+from runner.jobs import JobState
+from runner.store.ledger import KeyState
+from runner.store.plan import DOWNLOAD_FAILED
+from runner.store.videos import verify, video_path
+
+
+class Fetching(RunContext):
+    """The download phase of an item's life."""
+
+    async def _download_only(self, job: Job) -> None:
+        """A resumed item whose video only needs fetching."""
+        try:
+            await self._download(job)
+        except RUN_STOPPERS:
+            self.stop_submitting()
+            raise
+
+    async def _download(self, job: Job) -> None:
+        item = job.item
+        dest = video_path(self.config.output_dir, item.id)
+        async with self._downloads:
+            for fresh_url_tries in range(2):
+                url = job.state.output_url
+                if url is None:
+                    break
+                try:
+                    got = await fetch_video(
+                        self.session,
+                        url,
+                        dest,
+                        seconds=self.limits.download_timeout,
+                        stall=self.limits.transfer_stall,
+                        max_bytes=self.limits.max_video_bytes,
+                        label=item.id,
+                        wait=self.limits.fault_wait,
+                    )
+                except RunnerError as exc:
+                    outcome = decisions.classify(exc)
+                    step = decisions.decide(Phase.DOWNLOAD, outcome)
+                    if step is Step.STOP_RUN:
+                        raise
+                    fresh = step is Step.REFRESH_URL and fresh_url_tries == 0
+                    if fresh and job.state.prediction_id:
+                        log.info("%s: output URL expired; asking for a fresh one", item.id)
+                        if await self._refresh_url(job):
+                            continue
+                    await self._record(
+                        job, JobState.FAILED, error=str(exc), error_code=DOWNLOAD_FAILED
+                    )
+                    if outcome is Outcome.FILE:
+                        log.warning("%s: cannot save its video: %s", item.id, exc)
+                    else:
+                        log.warning("%s: download failed: %s", item.id, exc)
+                    return
+                await self._record(
+                    job,
+                    JobState.DOWNLOADED,
+                    path=dest.name,
+                    bytes=got.bytes,
+                    sha256=got.sha256,
+                )
+                log.info("%s: saved %s (%d bytes)", item.id, dest.name, got.bytes)
+                return
+
+    async def _refresh_url(self, job: Job) -> bool:
+        assert job.state.prediction_id is not None
+        try:
+            prediction = await self.client.get(job.state.prediction_id)
+        except RunnerError as exc:
+            if decisions.decide(Phase.REFRESH, decisions.classify(exc)) is Step.STOP_RUN:
+                raise
+            log.warning("%s: could not re-poll for a fresh URL: %s", job.item.id, exc)
+            return False
+        if prediction.status is not RemoteStatus.SUCCESS or prediction.output_url is None:
+            return False
+        await self._record_success(job, prediction)
+        return True
+
+
+async def verify_done(output_dir: Path, state: KeyState) -> bool:
+    """Whether a downloaded item's file is still there and matches the ledger."""
+    if state.path is None:
+        return False
+    return await anyio.to_thread.run_sync(
+        verify, output_dir / state.path, state.bytes, state.sha256
+    )
