@@ -1,223 +1,238 @@
-"""One batch run: lock the output directory, plan from the ledger, run, write the summary."""
+"""The one path from check to video: ``check_and_run`` reads the manifest, locks the output
+directory, reads the ledger once, runs every check against that reading, and hands the very
+plan the checks printed to the engine. The CLI and the library (``run_batch``) both come
+through here, so a batch that fails its checks is never run, whichever door it came in by.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
+import dataclasses
 import logging
-import os
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import anyio
 
+from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
-from runner.config import RunConfig
-from runner.engine.scheduler import BatchRunner, verify_done
-from runner.errors import LockedError, StorageError
-from runner.jobs import JobState
-from runner.manifest import Manifest
-from runner.report import SUMMARY_NAME, RunResult, build_summary, exit_code, render
+from runner.checks.preflight import Report, preflight
+from runner.config import CheckConfig, RunConfig
+from runner.engine.scheduler import BatchRunner
+from runner.errors import LedgerError, LockedError, ManifestError, StorageError
+from runner.manifest import Item, Manifest, read_manifest
+from runner.report import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    SUMMARY_NAME,
+    RunResult,
+    build_summary,
+    exit_code,
+    render,
+)
 from runner.store import ledger
 from runner.store.budget import Budget, recorded_spend
-from runner.store.plan import Action, Plan, make_plan
+from runner.store.outdir import output_lock, prepare_output_dir, write_json_atomically
+from runner.store.plan import Action, Plan
+from runner.store.resume import Resume, read_resume
 
 log = logging.getLogger("runner")
 
-LOCK_NAME = ".lock"
+#: How long the checks' model lookups wait for an API that does not answer before falling
+#: back to the schema cache (a run waits ``unreachable_at_start``).
+PREFLIGHT_UNREACHABLE = 3.0
+#: The checks of a library caller who names none: the CLI's defaults.
+DEFAULT_CHECKS = CheckConfig()
+#: Plan actions that send a request or write a record.
+_WORK = frozenset({Action.SUBMIT, Action.POLL, Action.RECONCILE, Action.RECHECK, Action.DOWNLOAD})
 
 
-@contextmanager
-def output_lock(output_dir: Path) -> Iterator[None]:
-    """Hold an exclusive flock on the output directory; LockedError if another runner has it.
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What ``check_and_run`` came to: the checks' report, the run's result (None: not run,
+    a dry run or a batch that failed its checks) and the exit code."""
 
-    flock is released by the kernel when its process dies, so a crash never leaves a stale lock.
-    A read-only directory is locked through its existing lock file opened read-only (flock
-    needs no write access), or not at all if it has none: nothing can write there anyway.
+    report: Report
+    result: RunResult | None
+    exit_code: int
+
+
+async def check_and_run(
+    config: RunConfig,
+    checks: CheckConfig = DEFAULT_CHECKS,
+    *,
+    dry: bool = False,
+    show: Callable[[Report], None] | None = None,
+    resume_command: str = "",
+    handle_signals: bool = False,
+    observer: Callable[[str, float], None] | None = None,
+) -> BatchOutcome:
+    """Check the batch of ``config.manifest_path`` and, unless ``dry`` or the checks found an
+    error, run it. ``show`` sees the report before the run starts.
+
+    ``config.output_dir`` None means ``output/<batch>``. Raises LockedError (another runner
+    holds the output directory) and StorageError (it cannot be made or locked) before any
+    request is sent; ConfigError for an unusable output path. Nothing is written before the
+    checks pass but the model schema cache.
     """
-    path = output_dir / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise StorageError(f"cannot create the lock file {path}: {_why(exc)}") from None
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield
-            return
-        except OSError as again:
-            raise StorageError(f"cannot open the lock file {path}: {_why(again)}") from None
-    try:
-        _lock(fd, output_dir)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock(fd: int, output_dir: Path) -> None:
-    """Take the exclusive flock on ``fd`` without waiting; LockedError if another runner has it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise LockedError(
-            f"another runner is already working in {output_dir}; "
-            "wait for it to finish or stop it first"
-        ) from None
-
-
-def refuse_if_locked(output_dir: Path) -> None:
-    """Raise LockedError if another runner holds ``output_dir`` now; creates nothing."""
-    try:
-        fd = os.open(output_dir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # no runner has ever worked there (or --output is a file: said later)
-    except OSError as exc:
-        raise StorageError(f"cannot open the lock file in {output_dir}: {_why(exc)}") from None
-    try:
-        _lock(fd, output_dir)
-    finally:
-        os.close(fd)  # closing releases a lock this probe took
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
-def prepare_output_dir(output_dir: Path) -> None:
-    """Create the output directory if needed; StorageError if it is a file or cannot be made."""
-    if output_dir.is_dir():
-        return
-    if output_dir.exists() or output_dir.is_symlink():
-        raise StorageError(f"the output directory {output_dir} is not a directory")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create the output directory {output_dir}: {_why(exc)}"
-        ) from None
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, never through
-    a planted link; StorageError naming the path and the cause if it cannot be written."""
-    tmp = path.with_name(path.name + ".tmp")
-    text = (json.dumps(data, indent=2) + "\n").encode()
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            if tmp.is_symlink() or not tmp.is_file():
-                tmp.unlink()
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+    reading = await anyio.to_thread.run_sync(read_manifest, config.manifest_path)
+    output = config.output_dir or Path("output") / reading.batch
+    limits = config.limits
+    limiter = RateLimiter(limits.rate_limit, limits.rate_window)
+    with contextlib.ExitStack() as lock:
+        resume: Resume | None = None
+        if not dry and output.is_dir():
+            lock.enter_context(output_lock(output))
+            resume = await _read_resume(output, reading.items)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            client = EachlabsClient(
+                session,
+                config.api_base,
+                config.api_key,
+                limiter,
+                request_timeout=limits.request_timeout,
+                max_retry_after=limits.max_retry_after,
+                # The checks fall back to the schema cache (with a warning) when the API
+                # cannot be reached: no reason to wait for it as long as a run does.
+                unreachable_at_start=min(limits.unreachable_at_start, PREFLIGHT_UNREACHABLE),
+            )
+            report = await preflight(
+                config.manifest_path,
+                checks,
+                reading=reading,
+                resume=resume,
+                output_dir=output,
+                client=None if checks.offline else client,
+                session=session,
+                budget_usd=config.budget_usd,
+                budget_partial=config.budget_partial,
+                retry_failed=config.retry_failed,
+            )
+        if show is not None:
+            show(report)
+        if dry or report.errors or report.manifest is None or report.plan is None:
+            return BatchOutcome(report, None, EXIT_CONFIG if report.errors else EXIT_OK)
+        if resume is None:  # the output directory is new: make it, lock it
+            prepare_output_dir(output)
+            lock.enter_context(output_lock(output))
+            fresh = await _read_resume(output, reading.items)
+            if fresh is None or fresh.records:
+                raise LockedError(f"another runner started working in {output} meanwhile")
+            resume = fresh
+        result = await _run(
+            dataclasses.replace(config, output_dir=output),
+            report.manifest,
+            report.plan,
+            resume,
+            limiter,
+            resume_command=resume_command,
+            handle_signals=handle_signals,
+            observer=observer,
         )
-        try:
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StorageError(f"cannot write {path}: {_why(exc)}") from None
+    return BatchOutcome(report, result, result.exit_code)
 
 
 async def run_batch(
     config: RunConfig,
-    manifest: Manifest,
+    checks: CheckConfig = DEFAULT_CHECKS,
     *,
-    resume_command: str,
+    resume_command: str = "",
     handle_signals: bool = False,
-    limiter: RateLimiter | None = None,
     observer: Callable[[str, float], None] | None = None,
 ) -> RunResult:
-    """Run ``manifest`` into ``config.output_dir``.
+    """The library's door: check and run ``config``'s batch (the same checks as the CLI's).
 
-    Raises LockedError (another runner), StorageError (the output directory cannot be made,
-    locked or written before anything was sent). Failures during the run (the disk fills up,
-    the API is gone or broken, the account is refused) end it cleanly instead: the result's
-    summary and exit code say why, and the ledger stays consistent.
-
-    ``limiter`` is the request window to share with requests made before the run (a preflight's
-    model lookups); by default the run makes its own.
+    Raises ManifestError listing every error the checks found (nothing was run), LockedError
+    and StorageError as ``check_and_run``. Failures during the run (the disk fills up, the API
+    is gone or broken, the account is refused) end it cleanly instead: the result's summary
+    and exit code say why, and the ledger stays consistent.
     """
+    outcome = await check_and_run(
+        config,
+        checks,
+        resume_command=resume_command,
+        handle_signals=handle_signals,
+        observer=observer,
+    )
+    if outcome.result is None:
+        raise ManifestError(list(outcome.report.errors))
+    return outcome.result
+
+
+async def _read_resume(output: Path, items: Sequence[Item]) -> Resume | None:
+    """The ledger's reading; None when it cannot be read (the checks then report why)."""
+    keys = {item.key for item in items}
+    try:
+        return await anyio.to_thread.run_sync(read_resume, output, keys)
+    except LedgerError:
+        return None
+
+
+async def _run(
+    config: RunConfig,
+    manifest: Manifest,
+    plan: Plan,
+    resume: Resume,
+    limiter: RateLimiter,
+    *,
+    resume_command: str,
+    handle_signals: bool,
+    observer: Callable[[str, float], None] | None,
+) -> RunResult:
+    """Carry ``plan`` out in the locked ``config.output_dir`` and write the summary."""
+    assert config.output_dir is not None
     output_dir = config.output_dir
-    prepare_output_dir(output_dir)
-    with output_lock(output_dir):
-        ledger_path = output_dir / ledger.LEDGER_NAME
-        records, warnings = ledger.read(ledger_path)
-        for warning in warnings:
-            log.warning("%s", warning)
-        states = ledger.replay(records)
-        keys = {item.key for item in manifest.items}
-        file_ok = {
-            key: await verify_done(output_dir, state)
-            for key, state in states.items()
-            if key in keys and state.state is JobState.DOWNLOADED
-        }
-        plan = make_plan(manifest.items, states, file_ok=file_ok, retry_failed=config.retry_failed)
-        for step in plan.steps:
-            if step.action is Action.DUPLICATE:
-                log.warning(
-                    "%s: same model and input as %s; rendered once", step.item.id, step.duplicate_of
-                )
-        log.info(
-            "%d items: %d to submit, %d to resume, %d to reconcile, %d to look at again, "
-            "%d to download, %d done, %d failed before",
-            len(plan.steps),
-            plan.count(Action.SUBMIT),
-            plan.count(Action.POLL),
-            plan.count(Action.RECONCILE),
-            plan.count(Action.RECHECK),
-            plan.count(Action.DOWNLOAD),
-            plan.count(Action.DONE),
-            plan.count(Action.FAILED),
-        )
-        known_ids = {str(r["prediction_id"]) for r in records if r.get("prediction_id")}
-        spend = Budget(config.budget_usd, spent_before=recorded_spend(records))
-        for step in plan.steps:  # predictions that may exist on the server count already
-            if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
-                spend.hold(step.item.key, step.item.price_usd)
-        work = any(step.action in _WORK for step in plan.steps)
-        async with ledger.LedgerWriter(ledger_path) as writer:
-            if work:
-                await writer.open()  # a full or read-only disk is found before any request
-            runner = BatchRunner(
-                config,
-                plan,
-                writer,
-                ledger.uploads(records),
-                known_ids=known_ids,
-                observer=observer,
-                spend=spend,
+    for warning in resume.warnings:
+        log.warning("%s", warning)
+    for step in plan.steps:
+        if step.action is Action.DUPLICATE:
+            log.warning(
+                "%s: same model and input as %s; rendered once", step.item.id, step.duplicate_of
             )
-            async with anyio.create_task_group() as tg:
-                if handle_signals:
-                    tg.start_soon(_watch_signals, runner)
-                if work:
-                    connector = aiohttp.TCPConnector(limit=32)
-                    async with aiohttp.ClientSession(
-                        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-                    ) as session:
-                        if limiter is None:
-                            limiter = RateLimiter(
-                                config.limits.rate_limit, config.limits.rate_window
-                            )
-                        await runner.run(session, limiter)
-                result = await _finish(runner, manifest, plan, output_dir, resume_command, work)
-                tg.cancel_scope.cancel()  # signals are handled until the summary is written
+    log.info(
+        "%d items: %d to submit, %d to resume, %d to reconcile, %d to look at again, "
+        "%d to download, %d done, %d failed before",
+        len(plan.steps),
+        plan.count(Action.SUBMIT),
+        plan.count(Action.POLL),
+        plan.count(Action.RECONCILE),
+        plan.count(Action.RECHECK),
+        plan.count(Action.DOWNLOAD),
+        plan.count(Action.DONE),
+        plan.count(Action.FAILED),
+    )
+    spend = Budget(config.budget_usd, spent_before=recorded_spend(resume.records))
+    for step in plan.steps:  # predictions that may exist on the server count already
+        if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
+            spend.hold(step.item.key, step.item.price_usd)
+    work = any(step.action in _WORK for step in plan.steps)
+    async with ledger.LedgerWriter(output_dir / ledger.LEDGER_NAME) as writer:
+        if work:
+            await writer.open()  # a full or read-only disk is found before any request
+        runner = BatchRunner(
+            config,
+            plan,
+            writer,
+            ledger.uploads(resume.records),
+            known_ids=resume.known_ids,
+            observer=observer,
+            spend=spend,
+        )
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_watch_signals, runner)
+            if work:
+                connector = aiohttp.TCPConnector(limit=32)
+                async with aiohttp.ClientSession(
+                    connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                ) as session:
+                    await runner.run(session, limiter)
+            result = await _finish(runner, manifest, plan, output_dir, resume_command, work)
+            tg.cancel_scope.cancel()  # signals are handled until the summary is written
     return result
-
-
-#: Plan actions that send a request or write a record.
-_WORK = frozenset({Action.SUBMIT, Action.POLL, Action.RECONCILE, Action.RECHECK, Action.DOWNLOAD})
 
 
 async def _finish(

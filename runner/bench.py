@@ -37,7 +37,6 @@ import aiohttp
 
 from runner.batch import run_batch
 from runner.config import Limits, RunConfig
-from runner.manifest import load_manifest
 from runner.simulator import PROFILES, SimConfig, Simulator
 
 SCALE = 100.0
@@ -254,7 +253,7 @@ async def this_runner(
     def observe(prediction_id: str, at: float) -> None:
         seen.setdefault(prediction_id, at)
 
-    result = await run_batch(config, load_manifest(manifest), resume_command="", observer=observe)
+    result = await run_batch(config, resume_command="", observer=observe)
     counts = result.summary["counts"]
     return int(counts["failed"] + counts["pending"] + counts["running"])
 

@@ -1,8 +1,8 @@
 """``i2v-runner``: arguments → frozen config → one coroutine → exit code. The only sys.exit.
 
-``run`` and ``validate`` (and ``run --dry-run``) first pass the batch through the preflight
-(``runner.checks.preflight``); ``run`` starts only if it found no error, with the same
-request window for the preflight's model lookups and the run.
+``run``, ``validate`` and ``run --dry-run`` all go through ``runner.batch.check_and_run``:
+one reading of the manifest and the ledger, the checks against it, and (``run`` only, and
+only if the checks found no error) the run of the very plan they printed.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import aiohttp
 import anyio
 
 from runner import config as cfg
-from runner.api.client import EachlabsClient
-from runner.api.ratelimit import RateLimiter
-from runner.batch import run_batch
-from runner.checks.preflight import preflight, render_plan, render_problems, render_verdict
+from runner.batch import check_and_run
+from runner.checks.preflight import Report, render_plan, render_problems, render_verdict
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -49,10 +46,6 @@ from runner.simulator import config as simcfg
 from runner.simulator.config import PROFILES, SimConfig
 
 log = logging.getLogger("runner")
-
-#: How long the checks before a run wait for an API that cannot be reached before they fall
-#: back to the cached model schemas.
-PREFLIGHT_UNREACHABLE = 3.0
 
 
 def simulate_profile() -> SimConfig:
@@ -472,11 +465,9 @@ def _checks(args: argparse.Namespace) -> cfg.CheckConfig:
 async def _check_and_run(
     args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO
 ) -> int:
-    """The preflight, then (for ``run`` without ``--dry-run``, and only if it found no error)
-    the run, sharing one request window. Returns the exit code."""
+    """The checks, then (for ``run`` without ``--dry-run``, and only if they found no error)
+    the run: one call of ``runner.batch.check_and_run``. Returns the exit code."""
     dry = args.command == "validate" or args.dry_run
-    checks = _checks(args)
-    limits = _limits(args)
     async with contextlib.AsyncExitStack() as stack:
         api_key: str | None
         if args.simulate:
@@ -493,57 +484,40 @@ async def _check_and_run(
                     f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
                     "(or use --simulate to run on the built-in simulator)"
                 )
-        limiter = RateLimiter(limits.rate_limit, limits.rate_window)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            client = EachlabsClient(
-                session,
-                api_base,
-                api_key or "",
-                limiter,
-                request_timeout=limits.request_timeout,
-                max_retry_after=limits.max_retry_after,
-                # The checks fall back to the schema cache (with a warning) when the API
-                # cannot be reached: no reason to wait for it as long as a run does.
-                unreachable_at_start=min(limits.unreachable_at_start, PREFLIGHT_UNREACHABLE),
-            )
-            report = await preflight(
-                args.manifest,
-                checks,
-                output_dir=args.output,
-                client=None if checks.offline else client,
-                session=session,
-                budget_usd=args.budget,
-                budget_partial=args.budget_partial,
-                retry_failed=args.retry_failed,
-                refuse_if_locked=not dry,
-            )
-        shown = report.errors if args.quiet else report.problems
-        if shown:
-            print(render_problems(shown), file=err)
-        if dry or report.manifest is None:
-            print(render_plan(report, verbose=args.verbose), file=out)
-            print(render_verdict(report, dry=dry), file=out if dry else err)
-            return EXIT_CONFIG if report.errors else EXIT_OK
-        if not args.quiet:
-            print(render_plan(report, verbose=args.verbose), file=out)
-        assert api_key is not None
         config = cfg.RunConfig(
             manifest_path=args.manifest,
-            output_dir=report.output_dir,
+            output_dir=args.output,
             api_base=api_base,
-            api_key=api_key,
-            limits=limits,
+            api_key=api_key or "",
+            limits=_limits(args),
             retry_failed=args.retry_failed,
-            resubmit_ambiguous=args.resubmit_ambiguous,
+            resubmit_ambiguous=getattr(args, "resubmit_ambiguous", False),
             budget_usd=args.budget,
             budget_partial=args.budget_partial,
         )
+
+        def show(report: Report) -> None:
+            shown = report.errors if args.quiet else report.problems
+            if shown:
+                print(render_problems(shown), file=err)
+            if dry or report.manifest is None:
+                print(render_plan(report, verbose=args.verbose), file=out)
+                print(render_verdict(report, dry=dry), file=out if dry else err)
+            elif not args.quiet:
+                print(render_plan(report, verbose=args.verbose), file=out)
+
         resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
-        result = await run_batch(
-            config, report.manifest, resume_command=resume, handle_signals=True, limiter=limiter
+        outcome = await check_and_run(
+            config,
+            _checks(args),
+            dry=dry,
+            show=show,
+            resume_command=resume,
+            handle_signals=True,
         )
-        print(result.text, file=out)
-        return result.exit_code
+        if outcome.result is not None:
+            print(outcome.result.text, file=out)
+        return outcome.exit_code
 
 
 async def _simulate(args: argparse.Namespace) -> None:

@@ -108,7 +108,7 @@ class RunConfig:
     """Everything one run needs, built once by the CLI (or a library caller)."""
 
     manifest_path: Path
-    output_dir: Path
+    output_dir: Path | None  # None: output/<batch>/
     api_base: str
     api_key: str = field(repr=False)  # a secret: never printed, logged or persisted
     limits: Limits = Limits()

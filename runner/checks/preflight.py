@@ -22,13 +22,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
-from runner import batch as run
 from runner import cost, models
 from runner.api import transfers
 from runner.api.client import EachlabsClient
@@ -40,6 +38,7 @@ from runner.manifest import SUFFIX_WARNING, Item, Manifest, ManifestReading, rea
 from runner.store import ledger
 from runner.store.budget import recorded_spend
 from runner.store.plan import Action, Plan, make_plan
+from runner.store.resume import Resume, read_resume
 
 #: Stands in for a local image's future upload URL when an input is checked against a schema.
 PLACEHOLDER_UPLOAD = "https://upload.invalid/"
@@ -93,23 +92,23 @@ async def preflight(
     budget_usd: float | None = None,
     budget_partial: bool = False,
     retry_failed: bool = False,
-    refuse_if_locked: bool = False,
+    reading: ManifestReading | None = None,
+    resume: Resume | None = None,
 ) -> Report:
     """Run every check on the manifest at ``manifest_path`` and plan its run.
 
-    With ``refuse_if_locked`` (a run, not a dry run), raise LockedError before any request or
-    write if another runner holds the output directory.
+    ``reading`` is the manifest already read (else it is read here); ``resume`` the ledger
+    already read, under the run's lock (else it is read here, for a dry run).
 
     ``client`` looks up model schemas (None, or ``checks.offline``: the cache only);
     ``session`` fetches URL image heads for ``checks.check_urls``. ``output_dir`` defaults to
     ``output/<batch>``. Raises nothing for a problem of the batch: it is in the report.
     """
-    reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
+    if reading is None:
+        reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
     output = output_dir or Path("output") / reading.batch
     if output.exists() and not output.is_dir():
         raise ConfigError(f"the output directory {output} is not a directory (--output)")
-    if refuse_if_locked:
-        run.refuse_if_locked(output)
     report = Report(manifest_path, reading.batch, output, reading.problems)
     if not reading.items:
         return _finish(report, reading, checks)
@@ -133,7 +132,7 @@ async def preflight(
         budget_usd=budget_usd,
         budget_partial=budget_partial,
     )
-    return _finish(await _plan(report, reading, retry_failed), reading, checks)
+    return _finish(await _plan(report, reading, retry_failed, resume), reading, checks)
 
 
 # --- images --------------------------------------------------------------------------------
@@ -341,19 +340,24 @@ def _unknown_model(slug: str, users: Sequence[Item]) -> str:
 # --- plan, estimate, budget ------------------------------------------------------------------
 
 
-async def _plan(report: Report, reading: ManifestReading, retry_failed: bool) -> Report:
+async def _plan(
+    report: Report, reading: ManifestReading, retry_failed: bool, resume: Resume | None
+) -> Report:
     """The report with the run's plan (manifest minus ledger), its estimate and its budget."""
     ledger_path = report.output_dir / ledger.LEDGER_NAME
     problems = list(report.problems)
-    try:
-        records, warnings, states, file_ok = await anyio.to_thread.run_sync(
-            _read_ledger, report.output_dir
-        )
-    except LedgerError as exc:
-        problems.append(Problem(str(ledger_path), str(exc), ERROR))
-        return replace(report, problems=tuple(problems))
-    problems += [Problem(str(ledger_path), w, WARNING) for w in warnings]
-    plan = make_plan(reading.items, states, file_ok=file_ok, retry_failed=retry_failed)
+    if resume is None:
+        keys = {item.key for item in reading.items}
+        try:
+            resume = await anyio.to_thread.run_sync(read_resume, report.output_dir, keys)
+        except LedgerError as exc:
+            problems.append(Problem(str(ledger_path), str(exc), ERROR))
+            return replace(report, problems=tuple(problems))
+    records = resume.records
+    problems += [Problem(str(ledger_path), w, WARNING) for w in resume.warnings]
+    plan = make_plan(
+        reading.items, resume.states, file_ok=resume.file_ok, retry_failed=retry_failed
+    )
     submit = [step.item for step in plan.steps if step.action is Action.SUBMIT]
     in_flight = sum(
         step.item.price_usd for step in plan.steps if step.action in (Action.POLL, Action.RECONCILE)
@@ -378,28 +382,6 @@ async def _plan(report: Report, reading: ManifestReading, retry_failed: bool) ->
         uploaded=len(local & set(known)),
         fits=fits,
     )
-
-
-def _read_ledger(
-    output_dir: Path,
-) -> tuple[list[dict[str, Any]], list[str], dict[str, ledger.KeyState], dict[str, bool]]:
-    """The ledger's records, read warnings, states by key, and which videos are on disk."""
-    records, warnings = ledger.read(output_dir / ledger.LEDGER_NAME)
-    states = ledger.replay(records)
-    file_ok = {
-        key: _file_matches(output_dir, state)
-        for key, state in states.items()
-        if state.path is not None
-    }
-    return records, warnings, states, file_ok
-
-
-def _file_matches(output_dir: Path, state: ledger.KeyState) -> bool:
-    """A cheap look at a downloaded video (size only); the run itself verifies the sha256."""
-    try:
-        return state.path is not None and (output_dir / state.path).stat().st_size == state.bytes
-    except OSError:
-        return False
 
 
 def _budget_problem(estimate: cost.Estimate, budget: float, fits: int, partial: bool) -> str | None:

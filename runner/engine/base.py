@@ -127,6 +127,8 @@ class RunContext:
         spend: Budget | None = None,
     ) -> None:
         self.config = config
+        assert config.output_dir is not None, "the output directory is resolved before a run"
+        self.output_dir = config.output_dir
         self.limits = config.limits
         self.plan = plan
         self.ledger = ledger

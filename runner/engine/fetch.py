@@ -34,7 +34,7 @@ class Fetching(RunContext):
 
     async def _download(self, job: Job) -> None:
         item = job.item
-        dest = video_path(self.config.output_dir, item.id)
+        dest = video_path(self.output_dir, item.id)
         async with self._downloads:
             for fresh_url_tries in range(2):
                 url = job.state.output_url

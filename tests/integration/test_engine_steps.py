@@ -15,7 +15,7 @@ from aiohttp import web
 
 from runner.batch import run_batch
 
-from .helpers import FAST, ledger_events, load, run_config, write_manifest
+from .helpers import FAST, ledger_events, run_config, write_manifest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,9 +87,7 @@ async def test_a_create_answered_408_is_sent_again_not_failed(
     manifest_path = write_manifest(tmp_path, count=1)
     output = tmp_path / "out"
     async with Proxy(sim.base_url, first_create_times_out) as proxy:
-        result = await run_batch(
-            run_config(manifest_path, proxy.url, output), load(manifest_path), resume_command="x"
-        )
+        result = await run_batch(run_config(manifest_path, proxy.url, output), resume_command="x")
     assert creates == 2
     assert len(sim.stats.creates) == 1  # the 408 never reached the simulator
     [row] = result.summary["items"]
@@ -119,7 +117,6 @@ async def test_an_image_gone_after_the_checks_fails_its_item_and_the_batch_goes_
     async with Proxy(sim.base_url, delete_the_second_image) as proxy:
         result = await run_batch(
             run_config(manifest_path, proxy.url, output, limits=one_at_a_time),
-            load(manifest_path),
             resume_command="x",
         )
     first, gone = result.summary["items"]

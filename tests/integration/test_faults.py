@@ -14,7 +14,7 @@ import pytest
 from runner.batch import run_batch
 
 from .conftest import NO_PROFILE_FAULTS
-from .helpers import FAST, ledger_events, load, mp4_frames, run_config, write_manifest
+from .helpers import FAST, ledger_events, mp4_frames, run_config, write_manifest
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -24,7 +24,7 @@ def created_per_prompt(sim: Any) -> Counter[str]:
 
 
 async def run(config: Any, manifest_path: Path) -> Any:
-    return await run_batch(config, load(manifest_path), resume_command="again")
+    return await run_batch(config, resume_command="again")
 
 
 async def test_create_timeout_after_the_server_created_it_is_reconciled(

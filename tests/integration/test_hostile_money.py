@@ -30,7 +30,6 @@ from .helpers import (
     cli_args,
     count_events,
     ledger_events,
-    load,
     mp4_frames,
     run_config,
     served,
@@ -48,7 +47,7 @@ def per_prompt(sim: Any) -> Counter[str]:
 
 
 async def run(config: Any, manifest_path: Path) -> Any:
-    return await run_batch(config, load(manifest_path), resume_command="again")
+    return await run_batch(config, resume_command="again")
 
 
 def submitting_before(output: Path, wall: float) -> int:

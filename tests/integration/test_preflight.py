@@ -37,7 +37,7 @@ from runner.checks.preflight import preflight
 from runner.cli import command
 from runner.config import CheckConfig, RunConfig
 
-from .helpers import API_KEY, FAST, load, served, write_manifest
+from .helpers import API_KEY, FAST, served, write_manifest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -366,7 +366,7 @@ async def test_budget_partial_submits_exactly_the_items_that_fit_and_stops_clean
         budget_usd=1.00,  # two runs at $0.43 fit, a third would make $1.29
         budget_partial=True,
     )
-    result = await run_batch(config, load(manifest_path), resume_command="again")
+    result = await run_batch(config, resume_command="again")
 
     prompts = sorted(c.input["prompt"] for c in sim.stats.creates)
     assert prompts == [

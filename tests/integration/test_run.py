@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.batch import output_lock, run_batch
+from runner.batch import run_batch
 from runner.errors import LockedError
+from runner.store.outdir import output_lock
 
 from .helpers import (
     API_KEY,
@@ -28,6 +29,11 @@ from .helpers import (
 pytestmark = pytest.mark.timeout(90)
 
 
+def beyond_the_checks(sim: Any) -> int:
+    """API requests other than the checks' model schema lookup (one per model, every run)."""
+    return sum(1 for _, endpoint in sim.stats.api_requests if endpoint != "model")
+
+
 async def test_batch_renders_every_item_and_a_rerun_does_nothing(
     simulator: Any, tmp_path: Path
 ) -> None:
@@ -37,7 +43,7 @@ async def test_batch_renders_every_item_and_a_rerun_does_nothing(
     output = tmp_path / "out"
     config = run_config(manifest_path, sim.base_url, output)
 
-    result = await run_batch(config, manifest, resume_command="again")
+    result = await run_batch(config, resume_command="again")
 
     assert result.exit_code == 0, result.text
     assert result.summary["counts"] == {
@@ -72,15 +78,15 @@ async def test_batch_renders_every_item_and_a_rerun_does_nothing(
         sim.stats.presigns,
         sim.stats.uploads,
         sim.stats.downloads,
-        len(sim.stats.api_requests),
+        beyond_the_checks(sim),
     )
-    again = await run_batch(config, manifest, resume_command="again")
+    again = await run_batch(config, resume_command="again")
     after = (
         len(sim.stats.creates),
         sim.stats.presigns,
         sim.stats.uploads,
         sim.stats.downloads,
-        len(sim.stats.api_requests),
+        beyond_the_checks(sim),
     )
     assert again.exit_code == 0
     assert after == before
@@ -91,7 +97,7 @@ async def test_in_flight_never_exceeds_the_concurrency(simulator: Any, tmp_path:
     sim = await simulator(concurrency=3)
     manifest_path = write_manifest(tmp_path, count=9)
     config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=3))
-    result = await run_batch(config, load(manifest_path), resume_command="x")
+    result = await run_batch(config, resume_command="x")
     assert result.exit_code == 0, result.text
     assert sim.stats.max_in_flight == 3
     assert sim.stats.refused_cap == 0
@@ -103,7 +109,7 @@ async def test_a_429_at_the_cap_is_waited_out_never_an_item_failure(
     sim = await simulator(concurrency=2)
     manifest_path = write_manifest(tmp_path, count=6)
     config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=5))
-    result = await run_batch(config, load(manifest_path), resume_command="x")
+    result = await run_batch(config, resume_command="x")
     assert result.exit_code == 0, result.text
     assert sim.stats.refused_cap > 0
     assert sim.stats.max_in_flight <= 2
@@ -119,7 +125,6 @@ async def test_requests_stay_within_the_rate_limit_in_every_window(
     limits = replace(FAST, rate_limit=limit, rate_window=window)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 0, result.text
@@ -138,7 +143,6 @@ async def test_every_output_shape_downloads(simulator: Any, tmp_path: Path, shap
     manifest_path = write_manifest(tmp_path, count=1)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out"),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 0, result.text
@@ -154,9 +158,7 @@ async def test_failures_are_recorded_with_the_server_message(
     sim = await simulator(failure_rate=1.0, error_shape=error_shape, legacy_statuses=legacy)
     manifest_path = write_manifest(tmp_path, count=2)
     output = tmp_path / "out"
-    result = await run_batch(
-        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
-    )
+    result = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
     assert result.exit_code == 1
     rows = result.summary["items"]
     assert [row["status"] for row in rows] == ["failed", "failed"]
@@ -166,9 +168,7 @@ async def test_failures_are_recorded_with_the_server_message(
     assert len(sim.stats.creates) == 2  # a non-retryable failure is not resubmitted
     assert "--retry-failed" in result.text
     # A later run leaves failed items alone unless asked.
-    again = await run_batch(
-        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
-    )
+    again = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
     assert again.exit_code == 1 and len(sim.stats.creates) == 2
 
 
@@ -179,7 +179,6 @@ async def test_retryable_failures_are_resubmitted_up_to_max_attempts(
     manifest_path = write_manifest(tmp_path, count=2)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, max_attempts=3)),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 1
@@ -194,7 +193,6 @@ async def test_a_refused_key_stops_submitting_with_exit_3(simulator: Any, tmp_pa
     manifest_path = write_manifest(tmp_path, count=3)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out"),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 3
@@ -209,7 +207,6 @@ async def test_an_exhausted_balance_stops_submitting_but_finishes_what_runs(
     manifest_path = write_manifest(tmp_path, count=4)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out"),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 3
@@ -227,9 +224,7 @@ async def test_a_second_runner_on_the_same_directory_is_refused(
     output = tmp_path / "out"
     output.mkdir()
     with output_lock(output), pytest.raises(LockedError, match="another runner"):
-        await run_batch(
-            run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
-        )
+        await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
     assert not (output / "ledger.jsonl").exists()
     assert len(sim.stats.api_requests) == 0
 
@@ -238,9 +233,7 @@ async def test_the_key_is_never_written_anywhere(simulator: Any, tmp_path: Path)
     sim = await simulator(failure_rate=0.5)
     manifest_path = write_manifest(tmp_path, count=4)
     output = tmp_path / "out"
-    result = await run_batch(
-        run_config(manifest_path, sim.base_url, output), load(manifest_path), resume_command="x"
-    )
+    result = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
     assert API_KEY not in result.text
     for path in output.iterdir():
         if path.suffix in (".jsonl", ".json"):
@@ -253,7 +246,7 @@ async def test_retry_after_on_429_is_honoured_and_creates_wait_for_a_free_slot(
     sim = await simulator(concurrency=2, retry_after=0.2)
     manifest_path = write_manifest(tmp_path, count=5)
     config = run_config(manifest_path, sim.base_url, tmp_path / "out", replace(FAST, concurrency=4))
-    result = await run_batch(config, load(manifest_path), resume_command="x")
+    result = await run_batch(config, resume_command="x")
     assert result.exit_code == 0, result.text
     assert len(sim.stats.creates) == 5 and sim.stats.max_in_flight <= 2
     # A 429 pauses every create (and, with Retry-After, every request): refusals stay few,
@@ -271,7 +264,7 @@ async def test_a_prediction_past_its_deadline_is_cancelled_and_failed(
     config = run_config(
         manifest_path, sim.base_url, tmp_path / "out", replace(FAST, item_timeout=0.5)
     )
-    result = await run_batch(config, load(manifest_path), resume_command="x")
+    result = await run_batch(config, resume_command="x")
     assert result.exit_code == 1
     assert [(row["status"], row["error_code"]) for row in result.summary["items"]] == [
         ("failed", "timeout"),
@@ -293,7 +286,6 @@ async def test_a_cancel_the_server_ignores_still_gets_its_video_downloaded(
     limits = replace(FAST, item_timeout=0.3, cancel_grace=10.0)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, output, limits),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 0, result.text
@@ -313,7 +305,6 @@ async def test_a_cancel_still_running_after_the_grace_is_left_for_a_later_run(
     limits = replace(FAST, item_timeout=0.3, cancel_grace=0.3)
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
-        load(manifest_path),
         resume_command="x",
     )
     assert result.exit_code == 1
@@ -334,7 +325,6 @@ async def test_a_prior_wrong_by_100x_costs_polls_not_a_stall(
     started = anyio.current_time()
     result = await run_batch(
         run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
-        load(manifest_path),
         resume_command="x",
     )
     elapsed = anyio.current_time() - started

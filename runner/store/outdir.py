@@ -1,0 +1,115 @@
+"""The output directory itself: made when a run needs it, locked while a runner works in it
+(flock: a crash never leaves a stale lock), and files replaced whole, never written through a
+planted link."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runner.errors import LockedError, StorageError
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def output_lock(output_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the output directory; LockedError if another runner has it.
+
+    flock is released by the kernel when its process dies, so a crash never leaves a stale lock.
+    A read-only directory is locked through its existing lock file opened read-only (flock
+    needs no write access), or not at all if it has none: nothing can write there anyway.
+    """
+    path = output_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise StorageError(f"cannot create the lock file {path}: {_why(exc)}") from None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield
+            return
+        except OSError as again:
+            raise StorageError(f"cannot open the lock file {path}: {_why(again)}") from None
+    try:
+        _lock(fd, output_dir)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, output_dir: Path) -> None:
+    """Take the exclusive flock on ``fd`` without waiting; LockedError if another runner has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(
+            f"another runner is already working in {output_dir}; "
+            "wait for it to finish or stop it first"
+        ) from None
+
+
+def refuse_if_locked(output_dir: Path) -> None:
+    """Raise LockedError if another runner holds ``output_dir`` now; creates nothing."""
+    try:
+        fd = os.open(output_dir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # no runner has ever worked there (or --output is a file: said later)
+    except OSError as exc:
+        raise StorageError(f"cannot open the lock file in {output_dir}: {_why(exc)}") from None
+    try:
+        _lock(fd, output_dir)
+    finally:
+        os.close(fd)  # closing releases a lock this probe took
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create the output directory if needed; StorageError if it is a file or cannot be made."""
+    if output_dir.is_dir():
+        return
+    if output_dir.exists() or output_dir.is_symlink():
+        raise StorageError(f"the output directory {output_dir} is not a directory")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the output directory {output_dir}: {_why(exc)}"
+        ) from None
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, never through
+    a planted link; StorageError naming the path and the cause if it cannot be written."""
+    tmp = path.with_name(path.name + ".tmp")
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_symlink() or not tmp.is_file():
+                tmp.unlink()
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot write {path}: {_why(exc)}") from None

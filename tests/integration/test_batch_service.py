@@ -1,0 +1,76 @@
+"""One path from check to video: the plan a dry run prints is the plan a run carries out, and
+the library runs the same checks as the CLI."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import ManifestError, run_batch
+from runner.cli import command
+
+from .helpers import FAST, run_config, write_manifest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def cli(*argv: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await command(list(argv), out=out, err=err)
+    return code, out.getvalue() + err.getvalue()
+
+
+def plan_row(text: str, name: str) -> int:
+    """The count of one row of the printed plan (``  to download      1``)."""
+    [line] = [line for line in text.splitlines() if line.strip().startswith(name)]
+    return int(line.strip().removeprefix(name).split()[0])
+
+
+async def test_a_dry_run_plans_what_the_run_then_does_for_a_video_changed_on_disk(
+    simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved video changed in place (same size, other bytes) is fetched again by the run.
+    Before, the dry run looked at sizes only and promised "already done" while the run, which
+    checks the sha256, downloaded it: two plans."""
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=2)
+    output = tmp_path / "out"
+    first = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
+    assert first.exit_code == 0, first.text
+    video = output / "item-000.mp4"
+    data = bytearray(video.read_bytes())
+    data[-1] ^= 0xFF  # the same size, another sha256
+    video.write_bytes(bytes(data))
+
+    monkeypatch.setenv("EACHLABS_API_KEY", "test-key-not-secret")
+    code, text = await cli(
+        "run", str(manifest_path), "--dry-run", "--api-base", sim.base_url, "--output", str(output)
+    )
+    assert code == 0, text
+    assert plan_row(text, "to download") == 1
+    assert plan_row(text, "already done") == 1
+    downloads = sim.stats.downloads
+    again = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
+    assert again.exit_code == 0, again.text
+    assert sim.stats.downloads == downloads + 1  # exactly what the dry run said
+
+
+async def test_the_library_runs_the_checks_and_refuses_a_bad_batch_spending_nothing(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Before, ``runner.run_batch`` skipped every check the CLI makes: a prompt asking for a
+    camera move the model does not have was submitted and paid for."""
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=2)
+    text = manifest_path.read_text().replace("zoom in", "[Moonwalk] zoom in", 1)
+    manifest_path.write_text(text.replace("minimax-i2v-01", "minimax-i2v-01-director"))
+    output = tmp_path / "out"
+    with pytest.raises(ManifestError) as caught:
+        await run_batch(run_config(manifest_path, sim.base_url, output, FAST), resume_command="x")
+    assert any("Moonwalk" in str(problem) for problem in caught.value.problems)
+    assert sim.stats.creates == [] and sim.stats.uploads == 0
+    # At most the model schema cache was written (as by ``validate``): no ledger, no video.
+    assert not (output / "ledger.jsonl").exists() and not list(output.glob("*.mp4"))
