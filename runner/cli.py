@@ -23,7 +23,8 @@ import anyio
 
 from runner import config as cfg
 from runner.batch import check_and_run
-from runner.checks.preflight import Report, render_plan, render_problems, render_verdict
+from runner.checks.preflight import Report
+from runner.checks.render import render_plan, render_problems, render_verdict
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,

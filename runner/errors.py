@@ -29,7 +29,9 @@ aiohttp errors, timeouts and ``OSError`` of network calls are translated into th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+
+from runner.diagnostics import Diagnostic
 
 
 class RunnerError(Exception):
@@ -40,25 +42,13 @@ class ConfigError(RunnerError):
     """Arguments, environment or configuration are unusable; nothing was submitted."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a manifest: where it is and what is wrong."""
-
-    where: str
-    message: str
-    severity: str = "error"  # "error" or "warning"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
 class ManifestError(RunnerError):
     """The manifest cannot be run; ``problems`` lists every error found in one pass."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in the manifest:\n{lines}")
+    def __init__(self, problems: Sequence[Diagnostic]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the manifest:\n{lines}")
 
 
 class StorageError(RunnerError):

@@ -1,4 +1,6 @@
-"""Talking to the Eachlabs API and the hosts it names: the request client (``client``), the wire
-shapes (``protocol``), the one place network errors become project errors (``transport``), the
-per-minute request window every call passes (``ratelimit``), and transfers of images and videos
-to and from other hosts (``download``)."""
+"""Talking to the Eachlabs API and the hosts it names: the endpoints (``client``), one request
+from the rate window to its answer (``requester``), what an answer means (``answers``), how long
+an unreachable API is waited for (``outage``), the wire shapes (``protocol``), the one place
+network errors become project errors (``transport``), the per-minute request window every call
+passes (``ratelimit``), and transfers of images and videos to and from other hosts
+(``transfers``)."""

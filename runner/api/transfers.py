@@ -1,4 +1,6 @@
-"""Transfers from hosts that are not the API: output videos, and the heads of image URLs.
+"""Transfers with hosts that are not the API: output videos, image uploads to presigned URLs,
+and the heads of image URLs. None carries the API key or counts against the request window,
+and every failure is a TransferError (network errors translated by ``runner.api.transport``).
 
 A video is streamed to ``<id>.mp4.part`` beside its final name, checked (the length the server
 announced, at most ``max_bytes``, and a real MP4: ``mp4_problem`` walks its boxes), hashed,
@@ -14,22 +16,22 @@ writing through it.
 Time is bounded twice: a read that brings no data for ``stall`` seconds fails the attempt, and
 the whole transfer, every retry and back-off included, ends after ``seconds``. Transient
 failures (no answer, a body cut short, a 5xx) are retried with jittered exponential back-off
-(stamina), each logged at WARNING with the caller's label. Redirects are followed to http(s)
-URLs only, and the API key is never sent (these are not API requests).
+(stamina), each logged at WARNING with the caller's label. Redirects are followed by hand, to
+http(s) URLs only.
 
-Errors: DownloadError for the CDN's side. Its ``status`` is the host's HTTP status (GONE: the URL
-expired or vanished, re-poll for a fresh one), 413 for a video over ``max_bytes`` and 415 for a
-file that is not an MP4 (neither is retried), or None when no answer came. StorageError for
-ours: the path and the cause (a directory in the way, a full or read-only disk).
+Errors of a download: DownloadError for the CDN's side. Its ``status`` is the host's HTTP status
+(GONE: the URL expired or vanished, re-poll for a fresh one), 413 for a video over ``max_bytes``
+and 415 for a file that is not an MP4 (neither is retried), or None when no answer came.
+StorageError for ours: the path and the cause (a directory in the way, a full or read-only
+disk), raised by ``runner.store.videos``, whose blocking file operations run in worker threads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ import anyio
 import stamina
 import yarl
 
-from runner.api import transport
+from runner.api import protocol, transport
 from runner.config import DEFAULT_TRANSFER_STALL, Limits
 from runner.errors import DownloadError, TransferError
 from runner.store import videos
@@ -54,8 +56,10 @@ GONE = frozenset({401, 403, 404, 410})
 DOWNLOAD_ATTEMPTS = 5
 WAIT_INITIAL = 0.5
 WAIT_MAX = 30.0
-#: Redirects followed for one download (CDNs redirect to edges, seldom more than once).
+#: Redirects followed for one download (CDNs redirect to edges, seldom more than once), and
+#: 307/308 hops for one upload.
 MAX_REDIRECTS = 5
+UPLOAD_HOPS = 3
 #: The pseudo statuses of a video refused for what it is: retrying cannot change either.
 TOO_LARGE = 413
 NOT_MP4 = 415
@@ -137,9 +141,10 @@ async def _fetch_once(
                 raise _too_large(max_bytes)
             fd = await anyio.to_thread.run_sync(videos.open_part, part, resumed)
             try:
-                digest = hashlib.sha256()
                 if resumed:
-                    await anyio.to_thread.run_sync(videos.feed, digest, fd)
+                    digest = await anyio.to_thread.run_sync(videos.digest_of, fd, part)
+                else:
+                    digest = hashlib.sha256()
                 size = offset
                 async for chunk in response.content.iter_chunked(CHUNK):
                     size += len(chunk)
@@ -152,7 +157,9 @@ async def _fetch_once(
                     raise DownloadError(f"the body ended after {size} of {total} bytes")
                 problem = await anyio.to_thread.run_sync(videos.seal, fd, part)
             finally:
-                os.close(fd)
+                # Inline, not in a worker thread: a cancelled download must not leak it, and
+                # closing waits on no disk (the file was fsynced, or is being given up).
+                videos.close(fd, part)
     if problem is not None:
         await anyio.to_thread.run_sync(videos.discard, part)
         raise DownloadError(f"the downloaded file is not an MP4 video: {problem}", status=NOT_MP4)
@@ -223,6 +230,52 @@ def _log_attempt(label: str, number: int, exc: DownloadError) -> None:
         exc,
         then,
     )
+
+
+# -- an image to a presigned URL --------------------------------------------------------------
+
+
+async def put_image(
+    session: aiohttp.ClientSession,
+    url: yarl.URL,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    limits: aiohttp.ClientTimeout,
+    scrub: Callable[[str], str],
+) -> None:
+    """PUT ``data`` to a presigned URL, following 307/308 to http(s) URLs only (at most
+    UPLOAD_HOPS); ``scrub`` blanks the API key from the host's text should it echo it.
+
+    Raises TransferError: with the host's ``status`` when it answered one (a 4xx, or another
+    redirect, or one to a URL that is not http(s): refused), ``status`` None when no answer came.
+    """
+    for _hop in range(UPLOAD_HOPS + 1):
+        host = transport.origin(url)
+        with transport.transfer_errors(f"the image upload to {host} failed"):
+            async with session.put(
+                url, data=data, headers=headers, timeout=limits, allow_redirects=False
+            ) as response:
+                status, reason = response.status, response.reason or ""
+                where = response.headers.get("Location")
+                text = scrub((await response.content.read(4096)).decode("utf-8", errors="replace"))
+        if status < 300:
+            return
+        if status in transport.KEEP_METHOD:
+            target = transport.location(url, where)
+            if target is not None and transport.is_http(target):
+                url = target
+                continue
+            shown = transport.origin(target) if target is not None else "no usable URL"
+            raise TransferError(
+                f"the image upload to {host} was redirected ({status}) to {shown}: not followed",
+                status=status,
+            )
+        message, _ = protocol.error_text(text, reason)
+        raise TransferError(
+            f"the image upload to {host} was refused: HTTP {status}: {message}", status=status
+        )
+    raise TransferError(f"the image upload made more than {UPLOAD_HOPS} redirects", status=status)
 
 
 # -- the head of an image URL, for --check-urls --------------------------------------------

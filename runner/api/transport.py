@@ -1,7 +1,7 @@
-"""The one error boundary of the network, and the URL rules every request obeys (pure helpers).
+"""The one error boundary of the network, and the URL and header rules every request obeys.
 
-aiohttp errors, timeouts and ``OSError`` of network calls become project errors here and
-nowhere else:
+aiohttp errors, timeouts (asyncio's, anyio's, aiohttp's) and ``OSError`` of network calls (a
+refused connection, a reset, a TLS failure) become project errors here and nowhere else:
 
 - ``api_errors`` for requests to the Eachlabs API: ``TransportError``, whose ``sent`` is False
   only when the request provably never left this machine (the connection could not be made).
@@ -10,12 +10,17 @@ nowhere else:
 
 ``failure`` is the table behind both: an exception in, a short reason and ``sent`` out. Reasons
 never quote the URL (it may hold a signature or credentials); callers name the host themselves,
-through ``origin`` or ``config.redact_url``.
+through ``origin`` or ``config.redact_url``. A local file operation inside such a block must
+raise its own project error (``StorageError``), which passes through: an ``OSError`` reaching
+the boundary counts as the network's.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +38,10 @@ NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Redirects after which the method and body stay as they were (the others turn into a GET).
 KEEP_METHOD = frozenset({307, 308})
+#: An OpenSSL reason code (``WRONG_VERSION_NUMBER``): shown; any other text of an SSL error is not.
+_SSL_REASON = re.compile(r"[A-Z0-9_]{1,80}")
+#: A URL inside an error's own text: never shown (it may hold a signature or credentials).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ def failure(exc: BaseException, *, stall: float | None = None) -> Failure:
         case aiohttp.SocketTimeoutError():
             waited = f"for {stall:g} s" if stall is not None else "in time"
             return Failure(f"no data {waited}", sent=True)
-        case TimeoutError():
+        case TimeoutError():  # asyncio's and anyio's, aiohttp's total timeout, socket.timeout
             return Failure("no answer in time", sent=True)
         case aiohttp.ServerDisconnectedError():
             return Failure("the server closed the connection", sent=True)
@@ -77,18 +86,50 @@ def failure(exc: BaseException, *, stall: float | None = None) -> Failure:
             return Failure("the body was cut short", sent=True)
         case aiohttp.ClientResponseError():
             return Failure(f"an unusable answer (HTTP {exc.status})", sent=True)
-        case ConnectionResetError():
-            return Failure("the connection was reset", sent=True)
-        case OSError():  # aiohttp's ClientOSError among them
-            return Failure(_os_reason(exc), sent=True)
+        case OSError():  # raw, or aiohttp's ClientOSError around the original as its cause
+            return _os_failure(_unwrapped(exc))
         case _:
             return Failure(f"a network error ({type(exc).__name__})", sent=True)
 
 
+def _unwrapped(exc: OSError) -> OSError:
+    """The OSError aiohttp wrapped in a ClientOSError (copying only its ``args``), else ``exc``."""
+    cause = exc.__cause__
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(cause, OSError):
+        return cause
+    return exc
+
+
+def _os_failure(exc: OSError) -> Failure:
+    """An OSError of a socket: the connection was refused or never named a host (never sent),
+    the TLS layer failed (its codes are not the system's), or anything else (may have left)."""
+    match exc:
+        case ssl.SSLCertVerificationError():  # checked in the handshake, before any request
+            return Failure(f"the host's TLS certificate was refused ({type(exc).__name__})", False)
+        case ssl.SSLError():
+            return Failure(f"the TLS connection failed{_ssl_code(exc)}", sent=True)
+        case ConnectionRefusedError():  # TCP refuses only a connection attempt
+            return Failure("connection refused", sent=False)
+        case socket.gaierror() | socket.herror():
+            return Failure("cannot resolve the host name", sent=False)
+        case ConnectionResetError():
+            return Failure("the connection was reset", sent=True)
+        case _:
+            return Failure(_os_reason(exc), sent=True)
+
+
+def _ssl_code(exc: ssl.SSLError) -> str:
+    """`` (WRONG_VERSION_NUMBER)``: the OpenSSL reason the ssl module sets, or nothing. An SSL
+    error's ``errno`` is OpenSSL's code, not the system's: it is never looked up."""
+    reason = getattr(exc, "reason", None)
+    return f" ({reason})" if isinstance(reason, str) and _SSL_REASON.fullmatch(reason) else ""
+
+
 def _os_reason(exc: OSError) -> str:
-    """The system's words for the error (``connection refused``), else the error's class."""
+    """The system's words for the error (``connection refused``), else its own text with any
+    URL in it blanked (aiohttp writes ``... for <url>``), else the error's class."""
     text = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else None
-    text = text or exc.strerror
+    text = text or _URL_IN_TEXT.sub("<the URL>", exc.strerror or "").strip()
     if not text:
         return f"a network error ({type(exc).__name__})"
     return text[:1].lower() + text[1:]
@@ -127,7 +168,7 @@ def transfer_errors(
         raise error(f"{what}: {reason}" if what else reason) from None
 
 
-# -- URL rules -------------------------------------------------------------------------------
+# -- URL and header rules ---------------------------------------------------------------------
 
 
 def origin(url: str | yarl.URL) -> str:
@@ -178,3 +219,14 @@ def is_http(url: str | yarl.URL) -> bool:
     except ValueError:
         return False
     return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
+#: A header's name is an RFC 9110 token; its value holds no control character but the tab.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def sendable_header(name: str, value: str) -> bool:
+    """Whether ``name: value`` goes on the wire as one header line. aiohttp refuses a control
+    character (one could start a line of its own) with a ValueError, not a network error."""
+    return _TOKEN.fullmatch(name) is not None and _CONTROL.search(value) is None

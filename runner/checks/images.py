@@ -13,7 +13,7 @@ import socket
 import string
 from urllib.parse import urlsplit
 
-from runner.checks.diagnostics import Finding, error, warning
+from runner.diagnostics import Diagnostic, error, warning
 
 #: The contract's bounds on each side, in pixels.
 MIN_SIDE = 64
@@ -101,7 +101,7 @@ def describe_other(head: bytes) -> str:
     return "it is binary data of a format this check does not know"
 
 
-def check(head: bytes, size: int | None, *, max_bytes: int, complete: bool) -> list[Finding]:
+def check(head: bytes, size: int | None, *, max_bytes: int, complete: bool) -> list[Diagnostic]:
     """What is wrong with an image, from its first bytes and its size in bytes (None: unknown).
 
     ``complete`` says ``head`` is the whole file, so dimensions that cannot be read mean a
@@ -109,7 +109,7 @@ def check(head: bytes, size: int | None, *, max_bytes: int, complete: bool) -> l
     larger than ``max_bytes``, a side outside 64-8192 px, unreadable dimensions of a complete
     file. Warnings: an aspect ratio outside 2:5-5:2, dimensions not in the head of a URL.
     """
-    found: list[Finding] = []
+    found: list[Diagnostic] = []
     if size is not None and size > max_bytes:
         found.append(error(f"is {_size(size)}; images may be at most {_size(max_bytes)}"))
     if sniff_content_type(head) is None:

@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 
-from runner.checks.diagnostics import Finding, error, warning
+from runner.diagnostics import Diagnostic, error, warning
 from runner.models import DIRECTOR_CAMERA_MOVES
 
 #: Fewer words than this give the model too little to animate; more than MAX_WORDS blur the
@@ -48,11 +48,11 @@ _SYNONYMS = {
 }
 
 
-def lint(prompt: str, *, director: bool) -> list[Finding]:
+def lint(prompt: str, *, director: bool) -> list[Diagnostic]:
     """Everything the vendor pages advise against in ``prompt``, for a Director model or not."""
     if not prompt.strip():
         return [error("is empty: describe the motion you want, e.g. a deer walks through the fog")]
-    found: list[Finding] = []
+    found: list[Diagnostic] = []
     brackets, bracket_problems = _brackets(prompt)
     text = prompt
     if director:
@@ -73,7 +73,7 @@ def lint(prompt: str, *, director: bool) -> list[Finding]:
     return found
 
 
-def _word_count(count: int) -> list[Finding]:
+def _word_count(count: int) -> list[Diagnostic]:
     low, high = ADVISED_WORDS
     advice = f"the vendor advises {low}-{high} words with concrete verbs of motion"
     if count < MIN_WORDS:
@@ -84,10 +84,10 @@ def _word_count(count: int) -> list[Finding]:
     return []
 
 
-def _repeats(words: list[str]) -> list[Finding]:
+def _repeats(words: list[str]) -> list[Diagnostic]:
     """A warning for each word or phrase repeated back to back ("running running")."""
     folded = [w.casefold() for w in words]
-    found: list[Finding] = []
+    found: list[Diagnostic] = []
     seen: set[tuple[str, ...]] = set()
     i = 0
     while i < len(folded):
@@ -113,13 +113,13 @@ def _repeats(words: list[str]) -> list[Finding]:
     return found
 
 
-def _brackets(prompt: str) -> tuple[list[str], list[Finding]]:
+def _brackets(prompt: str) -> tuple[list[str], list[Diagnostic]]:
     """The contents of the square brackets and the problems of their nesting.
 
     A bracket with another '[' inside is reported as such, and its content is not returned.
     """
     contents: list[str] = []
-    problems: list[Finding] = []
+    problems: list[Diagnostic] = []
     opened: int | None = None
     nested = False
     for position, char in enumerate(prompt):
@@ -148,13 +148,13 @@ def _brackets(prompt: str) -> tuple[list[str], list[Finding]]:
     return contents, problems
 
 
-def _camera_moves(content: str) -> list[Finding]:
+def _camera_moves(content: str) -> list[Diagnostic]:
     """The problems of one bracket of camera moves: unknown names, too many, empty entries."""
     names = [name.strip() for name in content.split(",")]
     shown = f"[{content}]"
     if not any(names):
         return [error(f"has an empty bracket {_q(shown)}; name 1-3 camera moves or remove it")]
-    found: list[Finding] = []
+    found: list[Diagnostic] = []
     if len(names) > MAX_MOVES_PER_BRACKET:
         found.append(
             error(

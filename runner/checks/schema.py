@@ -7,8 +7,9 @@ request counts against the shared request window like any other). The answers ar
 ``OUTPUT/model-schemas.json`` with the time they were fetched, so ``--offline`` (or an API that
 cannot be reached) can still check against the last schema seen.
 
-Validation uses ``jsonschema`` and turns its errors into messages that name the field as the
-manifest writes it ("must be one of 6, 10, not 7").
+Validation uses ``jsonschema`` and turns its errors into diagnostics about an input key (their
+``subject``), with messages that read after the field's name ("must be one of 6, 10, not 7");
+the preflight places each at the field the key comes from.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from runner.api.client import EachlabsClient
-from runner.checks.diagnostics import ERROR, WARNING
 from runner.config import read_regular_file
+from runner.diagnostics import Diagnostic, error, warning
 from runner.errors import ApiError, NotFoundError
 from runner.store.ledger import now_iso
 
@@ -54,17 +55,8 @@ class Lookup:
 
     schemas: dict[str, ModelSchema]
     unknown: frozenset[str]
-    notes: dict[str, list[tuple[str, str]]]  # slug → (severity, message) about its lookup
+    notes: dict[str, list[Diagnostic]]  # slug → what its lookup found (not placed)
     cache_error: str | None = None  # why the cache could not be written
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem of an item's input: the input key it is about (None: the whole input)."""
-
-    key: str | None
-    message: str
-    severity: str = ERROR
 
 
 # --- fetch and cache ---------------------------------------------------------------------
@@ -83,7 +75,7 @@ async def look_up(
     cache = await anyio.to_thread.run_sync(read_cache, cache_path)
     schemas: dict[str, ModelSchema] = {}
     unknown: set[str] = set()
-    notes: dict[str, list[tuple[str, str]]] = {}
+    notes: dict[str, list[Diagnostic]] = {}
     fetched = False
     for slug in sorted(set(slugs)):
         reason = "--offline"
@@ -109,13 +101,13 @@ async def look_up(
                     f"model {_q(slug)}: {reason}; checked against the schema cached at "
                     f"{cache[slug].fetched_at}"
                 )
-                notes.setdefault(slug, []).append((WARNING, message))
+                notes.setdefault(slug, []).append(warning(message))
         else:
             message = (
                 f"model {_q(slug)}: {reason}, and no schema of it is cached in {cache_path}: "
                 "inputs are not checked against the model's schema"
             )
-            notes.setdefault(slug, []).append((WARNING, message))
+            notes.setdefault(slug, []).append(warning(message))
     cache_error = None
     if fetched:
         merged = {**cache, **{s: m for s, m in schemas.items() if not m.cached}}
@@ -173,14 +165,15 @@ def schema_problem(request_schema: Mapping[str, Any]) -> str | None:
     return None
 
 
-def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> list[Issue]:
+def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> list[Diagnostic]:
     """Every way ``value`` (a request ``input``) breaks ``request_schema``, plus a warning for
     each input the schema does not name (the server ignores those, so a typo goes unnoticed).
 
-    The schema must have passed ``schema_problem``.
+    Each diagnostic's ``subject`` is the input key it is about (None: the whole input); none
+    has a place. The schema must have passed ``schema_problem``.
     """
     validator = _validator_class(request_schema)(request_schema)
-    issues: list[Issue] = []
+    found: list[Diagnostic] = []
     errors = sorted(validator.iter_errors(dict(value)), key=lambda e: list(e.absolute_path))
     mistyped = {
         err.absolute_path[0] for err in errors if err.validator == "type" and err.absolute_path
@@ -189,7 +182,7 @@ def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> lis
         path = list(err.absolute_path)
         if path and path[0] in mistyped and err.validator != "type":
             continue  # "must be one of 6, 10, not "6"" adds nothing to "must be an integer"
-        issues += _translate(err)
+        found += _translate(err)
     properties = request_schema.get("properties")
     if isinstance(properties, dict) and properties:
         closed = request_schema.get("additionalProperties", True) is False
@@ -198,13 +191,14 @@ def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> lis
                 close = difflib.get_close_matches(key, list(properties), n=1)
                 hint = f"did you mean {_q(close[0])}? " if close else ""
                 if closed:
-                    issues.append(Issue(key, f"is not an input of this model; {hint}".rstrip(" ;")))
+                    message = f"is not an input of this model; {hint}".rstrip(" ;")
+                    found.append(error(message, subject=key))
                 else:
                     message = f"is not an input of this model; {hint}the server ignores it"
-                    issues.append(Issue(key, message, WARNING))
-    unique: dict[tuple[str | None, str], Issue] = {}
-    for issue in issues:
-        unique.setdefault((issue.key, issue.message), issue)
+                    found.append(warning(message, subject=key))
+    unique: dict[tuple[str | None, str], Diagnostic] = {}
+    for diagnostic in found:
+        unique.setdefault((diagnostic.subject, diagnostic.message), diagnostic)
     return list(unique.values())
 
 
@@ -212,8 +206,8 @@ def _validator_class(schema: Mapping[str, Any]) -> type[Any]:
     return jsonschema.validators.validator_for(schema, default=Draft202012Validator)
 
 
-def _translate(err: ValidationError) -> list[Issue]:
-    """One jsonschema error as issues on the input key it is about."""
+def _translate(err: ValidationError) -> list[Diagnostic]:
+    """One jsonschema error as errors about the input key it concerns."""
     path = list(err.absolute_path)
     key = str(path[0]) if path else None
     nested = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:])
@@ -221,7 +215,9 @@ def _translate(err: ValidationError) -> list[Issue]:
     kind, rule, value = err.validator, cast(Any, err.validator_value), cast(Any, err.instance)
     if kind == "required" and isinstance(value, dict) and not path:
         return [
-            Issue(name, "is required by the model's schema") for name in rule if name not in value
+            error("is required by the model's schema", subject=name)
+            for name in rule
+            if name not in value
         ]
     if kind == "type":
         wanted = rule if isinstance(rule, list) else [rule]
@@ -245,7 +241,7 @@ def _translate(err: ValidationError) -> list[Issue]:
         return []  # reported with a near miss by ``validate``
     else:
         message = err.message
-    return [Issue(key, prefix + message)]
+    return [error(prefix + message, subject=key)]
 
 
 _TYPE_NAMES = {

@@ -12,12 +12,14 @@ import anyio
 
 from runner.api.protocol import Prediction
 from runner.checks.images import sniff_content_type
+from runner.config import read_regular_file
 from runner.engine import decisions, policy
 from runner.engine.base import Job, RunContext, log, mono_from_iso
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import Verdict, find_prediction
-from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError, StorageError
+from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
 from runner.jobs import JobState
+from runner.store import videos
 from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
 
 #: Failures that created nothing (uploads, creates never sent) before the item is left
@@ -31,6 +33,8 @@ INPUT_DOWNLOAD_ERROR = "INPUT_DOWNLOAD_ERROR"
 CREATE_FAILED = "CREATE_FAILED"
 #: The upload host refused the image (a 4xx on the presigned PUT or the presign).
 UPLOAD_REFUSED = "UPLOAD_REFUSED"
+#: The most of an image file read for its upload (the checks allow far less).
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 #: The image file could not be read when it was to be uploaded (gone since the checks).
 IMAGE_UNREADABLE = "IMAGE_UNREADABLE"
 
@@ -46,11 +50,10 @@ class Attempt:
 
 
 def read_image(path: Path) -> bytes:
-    """An image file's bytes; StorageError naming the path and the cause."""
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read the image {path}: {exc.strerror or exc}") from exc
+    """An image file's bytes, never from a FIFO or a device; StorageError naming the path and
+    the cause (a file gone since the checks fails its item; a failing disk stops the run)."""
+    with videos.storage(path, "read the image"):
+        return read_regular_file(path, MAX_UPLOAD_BYTES)
 
 
 class Creating(RunContext):

@@ -1,12 +1,11 @@
-"""Reading a manifest: YAML nodes that keep their place (``yamlnodes``), the top level and each
-item's fields (``fields``), an item's image (``imagesource``), and the items they make
+"""Reading a manifest: the file composed into YAML nodes that keep their place (``document``),
+the reader that checks them (``yamlnodes``), the top level and each item's fields (``fields``),
+an item's image (``imagesource``), names safe as file names (``ids``), and the items they make
 (``reader``). Nothing here touches the network or the output directory."""
 
-from runner.manifest.imagesource import SUFFIX_WARNING
 from runner.manifest.reader import Item, Manifest, ManifestReading, load_manifest, read_manifest
 
 __all__ = [
-    "SUFFIX_WARNING",
     "Item",
     "Manifest",
     "ManifestReading",

@@ -5,15 +5,13 @@ of items; ``read_item`` reads one item's id, image, prompt, model, ``prompt_opti
 ``input`` over the top level's defaults. Every problem goes to the ``Reader`` at its place; a
 field in error gets a placeholder, so that reading goes on and reports the rest. The image
 field is read by ``runner.manifest.imagesource``; ids, keys and the ``Item`` they make are
-``runner.manifest.reader``'s.
+``runner.manifest.reader``'s; the rules of ids and batch names are ``runner.manifest.ids``.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,10 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner import cost, models
+from runner.diagnostics import Code, Place
+from runner.manifest.ids import safe_name, slugify
 from runner.manifest.imagesource import read_image
-from runner.manifest.yamlnodes import Place, Reader, Scope, kind_of, quote
-
-#: Ids and batch names become file and directory names: no separators, no leading dot.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-MAX_NAME = 100
+from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
@@ -76,12 +72,12 @@ def read_top(reader: Reader, root: Node, path: Path) -> Top:
     """The batch, defaults and item nodes of the manifest's top-level mapping."""
     batch = slugify(path.stem) or "batch"
     base_dir = path.absolute().parent
-    mapping = reader.mapping(root, "the manifest")
+    mapping = reader.mapping(root, Place(document=True))
     if mapping is None:
         return Top(batch, models.DEFAULT_MODEL, None, {}, base_dir, [])
     found = reader.entries(mapping, Scope(), TOP_KEYS, _TOP_HINTS)
     if "batch" in found:
-        batch = _safe_name(reader, found["batch"][1], Scope().at("batch")) or batch
+        batch = safe_name(reader, found["batch"][1], Scope().at("batch")) or batch
     prices: cost.PriceOverride = None
     price_nodes: dict[str, Node] = {}
     if "price_usd" in found:
@@ -89,7 +85,7 @@ def read_top(reader: Reader, root: Node, path: Path) -> Top:
     places: dict[str, Place] = {}
     model = _read_model(reader, found, Scope(), prices) or models.DEFAULT_MODEL
     if "model" in found:
-        places["model"] = Place(reader.position(found["model"][1]), "model")
+        places["model"] = reader.place(found["model"][1], "model")
     optimizer: bool | None = None
     extra: dict[str, Any] = {}
     input_node: Node | None = None
@@ -115,7 +111,7 @@ def _read_defaults(
     if "prompt_optimizer" in found:
         value_node = found["prompt_optimizer"][1]
         optimizer = reader.boolean(value_node, scope.at("prompt_optimizer"))
-        places["prompt_optimizer"] = Place(reader.position(value_node), "defaults.prompt_optimizer")
+        places["prompt_optimizer"] = reader.place(value_node, "defaults.prompt_optimizer")
     if "input" not in found:
         return optimizer, {}, None
     input_node = found["input"][1]
@@ -142,7 +138,7 @@ def _read_prices(reader: Reader, node: Node) -> tuple[cost.PriceOverride, dict[s
     return None, {}
 
 
-def _price(reader: Reader, node: Node, context: str) -> float | None:
+def _price(reader: Reader, node: Node, context: Place) -> float | None:
     """A price in USD: a finite number of at least 0; None after reporting why not."""
     ok, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
     if not ok:
@@ -195,7 +191,7 @@ def _read_model(
                 f"; its price is estimated at {cost.usd(cost.DEFAULT_PRICE_USD)} a run"
                 " (set price_usd to change that)"
             )
-        reader.warn(node, scope.at("model"), message)
+        reader.warn(node, scope.at("model"), message, code=Code.UNKNOWN_MODEL, subject=slug)
     return slug
 
 
@@ -231,7 +227,7 @@ def item_nodes(reader: Reader, top: Top) -> list[tuple[int, MappingNode]]:
         if isinstance(node, MappingNode):
             nodes.append((index, node))
             continue
-        context = item_label(index)
+        context = Place(item=index)
         _, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
         what = kind_of(node, value)
         reader.error(node, context, f"must be a mapping with an image and a prompt, not {what}")
@@ -240,16 +236,16 @@ def item_nodes(reader: Reader, top: Top) -> list[tuple[int, MappingNode]]:
 
 def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields:
     """Check one item's fields against the top level's defaults."""
-    scope = Scope(item_label(index, _peek_id(node)))
+    scope = Scope(index, _peek_id(node))
     found = reader.entries(node, scope, ITEM_KEYS, _HINTS)
-    places = {**top.places, "item": Place(reader.position(node), None)}
+    places = {**top.places, "item": reader.place(node)}
     for name in ("id", "image", "prompt", "model", "prompt_optimizer"):
         if name in found:
-            places[name] = Place(reader.position(found[name][1]), name)
+            places[name] = reader.place(found[name][1], name)
     explicit_id, id_node = None, None
     if "id" in found:
         id_node = found["id"][1]
-        explicit_id = _safe_name(reader, id_node, scope.at("id"))
+        explicit_id = safe_name(reader, id_node, scope.at("id"))
     model = _read_model(reader, found, scope, top.prices) or top.model
     prompt = _required_string(reader, node, found, scope, "prompt").strip()
     image = _required_string(reader, node, found, scope, "image")
@@ -317,7 +313,7 @@ def _read_input(
             reader.error(vnode, inner.at(key), problem)
         elif ok:
             out[key] = value
-            places[f"input.{key}"] = Place(reader.position(vnode), inner.prefix + key)
+            places[f"input.{key}"] = reader.place(vnode, inner.prefix + key)
     return out
 
 
@@ -338,40 +334,9 @@ def _json_problem(value: Any, depth: int = 0) -> str | None:
     return f"holds a {type(value).__name__}, which JSON cannot carry; quote it"
 
 
-# --- small helpers -----------------------------------------------------------------------
-
-
-def _safe_name(reader: Reader, node: Node, context: str) -> str | None:
-    """A string usable as a file name (an id or batch name), or None after reporting."""
-    name = reader.string(node, context)
-    if name is None:
-        return None
-    if SAFE_NAME.fullmatch(name):
-        return name
-    reader.error(
-        node,
-        context,
-        f"{quote(name)} is not safe as a file name: use 1-{MAX_NAME} letters, digits, '.', '_'"
-        " or '-', starting with a letter or digit",
-    )
-    return None
-
-
-def slugify(text: str) -> str:
-    """``text`` made into a safe name (ASCII, runs of other characters as '-'), or ""."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).lstrip("._-")[:MAX_NAME].rstrip("-")
-    return slug if SAFE_NAME.fullmatch(slug) else ""
-
-
 def _peek_id(node: MappingNode) -> str | None:
     """The item's ``id`` as written, if it is a plain string, to name the item in problems."""
     for knode, vnode in node.value:
         if isinstance(knode, ScalarNode) and knode.value == "id" and vnode.tag == _STR_TAG:
             return str(vnode.value)
     return None
-
-
-def item_label(index: int, item_id: str | None = None) -> str:
-    """How problems name an item: ``item 3 (id "deer")``, counting from 1."""
-    return f"item {index + 1}" + (f" (id {quote(item_id)})" if item_id else "")

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 from yaml.nodes import Node
 
 from runner.config import open_regular_file
+from runner.diagnostics import Code, Place
 from runner.manifest.yamlnodes import Reader, Scope, quote
 
 #: Image formats the API documents (JPEG, PNG, WebP, GIF); other suffixes get a warning
-#: (ending in SUFFIX_WARNING), which the preflight drops once it has read the content.
+#: (``Code.SUFFIX_GUESS``), which the preflight drops once it has read the content.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 SUFFIX_WARNING = "the API takes JPEG, PNG, WebP or GIF images"
 #: An image that starts like ``scheme:`` is a URL; anything else is a local path.
@@ -55,7 +56,7 @@ def read_image(
     return path, None, _hash_image(reader, node, context, image, path)
 
 
-def _hash_image(reader: Reader, node: Node, context: str, image: str, path: Path) -> str | None:
+def _hash_image(reader: Reader, node: Node, context: Place, image: str, path: Path) -> str | None:
     """The sha256 of a local image file; None after reporting why it cannot be read."""
     try:
         info = path.stat()
@@ -75,7 +76,7 @@ def _hash_image(reader: Reader, node: Node, context: str, image: str, path: Path
         reader.error(node, context, f"image file {quote(image)} {what} ({path})")
         return None
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        reader.warn(node, context, f"{quote(image)}: {SUFFIX_WARNING}")
+        reader.warn(node, context, f"{quote(image)}: {SUFFIX_WARNING}", code=Code.SUFFIX_GUESS)
     try:
         with open_regular_file(path) as handle:  # refuses a FIFO swapped in since the stat
             return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -33,9 +33,10 @@ nothing here does I/O: image contents, prompts and model schemas are checked by
 
 This module holds the public types and the one pass over the file: it gives each item its id
 and key and warns about what only shows across items (the same video twice, a price no item
-uses). The reading underneath is in three layers: ``yamlnodes`` (nodes that keep their place,
-the reader that checks them), ``fields`` (the top level and each item's fields) and
-``imagesource`` (an item's image: a URL, or a local file hashed).
+uses). The reading underneath is in layers: ``document`` (the file composed into YAML nodes
+that keep their place, within limits), ``yamlnodes`` (the reader that checks nodes),
+``fields`` (the top level and each item's fields), ``imagesource`` (an item's image: a URL, or a
+local file hashed) and ``ids`` (names safe as file names).
 """
 
 from __future__ import annotations
@@ -43,32 +44,30 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from runner import cost, models
-from runner.errors import ManifestError, Problem
+from runner.diagnostics import Diagnostic, Place, Severity, item_label
+from runner.errors import ManifestError
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
+from runner.manifest.document import MAX_NODES, compose, expanded_size
 from runner.manifest.fields import (
     DEFAULTS_KEYS,
     ITEM_KEYS,
-    MAX_NAME,
     RESERVED_INPUT,
-    SAFE_NAME,
     TOP_KEYS,
     Fields,
     Top,
-    item_label,
     item_nodes,
     read_item,
     read_top,
-    slugify,
 )
-from runner.manifest.imagesource import IMAGE_SUFFIXES, SUFFIX_WARNING, URL_SCHEME
-from runner.manifest.yamlnodes import MAX_NODES, Place, Reader, Scope, compose, expanded_size, quote
+from runner.manifest.ids import MAX_NAME, SAFE_NAME, derive_id, slugify, unique_id
+from runner.manifest.imagesource import IMAGE_SUFFIXES
+from runner.manifest.yamlnodes import Reader, Scope, quote
 
 __all__ = [
     "DEFAULTS_KEYS",
@@ -77,12 +76,10 @@ __all__ = [
     "MAX_NAME",
     "RESERVED_INPUT",
     "SAFE_NAME",
-    "SUFFIX_WARNING",
     "TOP_KEYS",
     "Item",
     "Manifest",
     "ManifestReading",
-    "Place",
     "load_manifest",
     "read_manifest",
 ]
@@ -112,30 +109,27 @@ class Item:
 
     @property
     def label(self) -> str:
-        """How problems name this item: ``item 3 (id "deer")``."""
+        """How diagnostics name this item: ``item 3 (id "deer")``."""
         return item_label(self.index, self.id)
 
-    def where(self, name: str | None = None) -> str:
-        """``file:line:col: item 3 (id "deer"), field "prompt"`` for one of this item's fields.
+    def place(self, name: str | None = None) -> Place:
+        """Where one of this item's fields was written, with the item:
+        ``file:line:col: item 3 (id "deer"), field "prompt"``.
 
         ``name`` is a key of ``places``; a field without a place (a default) names the item.
         """
-        place = self.places.get(name or "item") or self.places.get("item")
-        if place is None:
-            return self.label
-        if place.field is None:
-            return f"{place.position}: {self.label}"
-        return f"{place.position}: {self.label}, field {quote(place.field)}"
+        place = self.places.get(name or "item") or self.places.get("item") or Place()
+        return replace(place, item=self.index, item_id=self.id)
 
-    def where_input(self, key: str | None) -> str:
+    def input_place(self, key: str | None) -> Place:
         """Where the request input ``key`` comes from (the prompt, the image, an input value)."""
         if key is None:
-            return self.where()
+            return self.place()
         if key == self.image_field:
-            return self.where("image")
+            return self.place("image")
         if key in ("prompt", "prompt_optimizer"):
-            return self.where(key)
-        return self.where(f"input.{key}")
+            return self.place(key)
+        return self.place(f"input.{key}")
 
     @property
     def image_field(self) -> str:
@@ -156,7 +150,7 @@ class Manifest:
     path: Path
     batch: str
     items: tuple[Item, ...]
-    warnings: tuple[Problem, ...]
+    warnings: tuple[Diagnostic, ...]
 
 
 @dataclass(frozen=True)
@@ -167,17 +161,17 @@ class ManifestReading:
     batch: str
     items: tuple[Item, ...]  # every item read; a flawed item has placeholders for its bad fields
     flawed: frozenset[int]  # indexes of the items with an error in one of their own fields
-    problems: tuple[Problem, ...]  # errors and warnings, in the order of their place in the file
+    problems: tuple[Diagnostic, ...]  # errors and warnings, in the order of their place
     prices: cost.PriceOverride = None
-    model_place: str | None = None  # ``file:line:col`` of the top-level ``model``, if written
+    model_place: Place | None = None  # where the top-level ``model`` is written, if it is
 
     @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
+    def errors(self) -> list[Diagnostic]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
 
     @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
+    def warnings(self) -> list[Diagnostic]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
 
     def manifest(self) -> Manifest:
         """The runnable Manifest; raises ManifestError listing every error if there is one."""
@@ -202,7 +196,7 @@ def read_manifest(path: Path) -> ManifestReading:
         return ManifestReading(path, fallback, (), frozenset(), tuple(exc.problems))
     top = read_top(reader, document.root, path)
     if _defaults_overflow(reader, top, document.values):
-        return ManifestReading(path, top.batch, (), frozenset(), tuple(reader.all_problems()))
+        return ManifestReading(path, top.batch, (), frozenset(), tuple(reader.diagnostics()))
     fields: list[Fields] = []
     flawed: set[int] = set()
     for index, node in item_nodes(reader, top):
@@ -214,15 +208,14 @@ def read_manifest(path: Path) -> ManifestReading:
     items = tuple(_build_item(f, item_id, top) for f, item_id in zip(fields, ids, strict=True))
     _warn_same_keys(reader, fields, items, flawed)
     _warn_unused_prices(reader, top, items)
-    model_place = top.places["model"].position if "model" in top.places else None
     return ManifestReading(
         path,
         top.batch,
         items,
         frozenset(flawed),
-        tuple(reader.all_problems()),
+        tuple(reader.diagnostics()),
         top.prices,
-        model_place,
+        top.places.get("model"),
     )
 
 
@@ -266,36 +259,17 @@ def _assign_ids(reader: Reader, fields: list[Fields]) -> list[str]:
             continue
         first = taken.setdefault(f.explicit_id.casefold(), f)
         if first is not f:
-            context = Scope(item_label(f.index, f.explicit_id)).at("id")
+            context = Scope(f.index, f.explicit_id).at("id")
             other = item_label(first.index, first.explicit_id)
             reader.error(
                 f.id_node, context, f"duplicate id: {other} (line {first.line}) has it too"
             )
     ids = []
     for f in fields:
-        item_id = f.explicit_id or _unique(_derive_id(f.image, f.index), f.index, taken)
+        item_id = f.explicit_id or unique_id(derive_id(f.image, f.index), f.index, taken)
         taken.setdefault(item_id.casefold(), f)
         ids.append(item_id)
     return ids
-
-
-def _derive_id(image: str, index: int) -> str:
-    """An id from the image's file name stem, or ``item-<n>`` (1-based) if none is usable."""
-    stem = (
-        PurePosixPath(urlsplit(image).path).stem
-        if URL_SCHEME.match(image)
-        else PurePath(image).stem
-    )
-    return slugify(stem) or f"item-{index + 1}"
-
-
-def _unique(base: str, index: int, taken: Mapping[str, object]) -> str:
-    """``base``, or ``base-<position>`` (then ``-2``, ``-3``...) if it is already taken."""
-    candidate, extra = base, 1
-    while candidate.casefold() in taken:
-        suffix = f"-{index + 1}" + (f"-{extra}" if extra > 1 else "")
-        candidate, extra = base[: MAX_NAME - len(suffix)] + suffix, extra + 1
-    return candidate
 
 
 def _build_item(f: Fields, item_id: str, top: Top) -> Item:
@@ -337,7 +311,7 @@ def _warn_same_keys(
             message = (
                 f"same model, input and image as {other}: it would render the same video twice"
             )
-            reader.warn(f.node, item_label(item.index, item.id), message)
+            reader.warn(f.node, Place(item=item.index, item_id=item.id), message)
 
 
 def _warn_unused_prices(reader: Reader, top: Top, items: tuple[Item, ...]) -> None:

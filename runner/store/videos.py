@@ -1,5 +1,6 @@
 """The output directory's videos on disk: where an item's video goes, and the blocking file
-operations a download is written through (run them in a worker thread).
+operations a download is written through (run them in a worker thread; ``close`` alone is quick
+enough to run inline).
 
 Nothing is written through a planted link: the ``.part`` is opened with ``O_NOFOLLOW`` (a link
 there is removed, which never touches its target, and the file created afresh with
@@ -145,12 +146,27 @@ def install(part: Path, dest: Path) -> None:
             os.close(folder)
 
 
+def digest_of(fd: int, part: Path) -> hashlib._Hash:
+    """The sha256 of what ``part`` holds so far: a resumed download goes on from it."""
+    with storage(part, "read"):
+        digest = hashlib.sha256()
+        feed(digest, fd)
+        return digest
+
+
+def close(fd: int, part: Path) -> None:
+    """Close the descriptor ``part`` was written through."""
+    with storage(part, "write"):
+        os.close(fd)
+
+
 def discard(part: Path) -> None:
     with storage(part, "remove"):
         part.unlink(missing_ok=True)
 
 
 def feed(digest: hashlib._Hash, fd: int) -> None:
+    """Hash everything ``fd`` holds; raises OSError (``verify`` counts it as a mismatch)."""
     offset = 0
     while chunk := os.pread(fd, CHUNK, offset):
         digest.update(chunk)

@@ -1,13 +1,16 @@
 """Downloads from a hostile or broken CDN, over real loopback HTTP, into a hostile directory.
 
 A video over the size cap is refused before (or while) it is read; a file that is not an MP4 is
-never saved; a planted link is replaced, never written through; a directory in the way is a
-StorageError; a hung CDN is bounded per read and as a whole; every failed attempt is logged.
+never saved; a planted link is replaced, never written through; a directory in the way, or a
+disk failing under a resumed download, is a StorageError, never a DownloadError; a hung CDN is
+bounded per read and as a whole; every failed attempt is logged.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +199,56 @@ async def test_a_gone_url_is_not_retried_and_keeps_its_status(
 
 
 # --- a hostile output directory --------------------------------------------------------------
+
+
+def ranged(data: bytes) -> Callable[..., Any]:
+    """A CDN that honours ``Range: bytes=N-`` with a 206."""
+
+    async def handler(request: web.Request) -> web.Response:
+        start = request.http_range.start or 0
+        if not start:
+            return web.Response(body=data, content_type="video/mp4")
+        headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+        return web.Response(
+            status=206, body=data[start:], headers=headers, content_type="video/mp4"
+        )
+
+    return handler
+
+
+async def test_a_partial_download_is_resumed_from_where_it_stopped(
+    servers: Loopback, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    cdn = await servers.start({"GET /v.mp4": ranged(VIDEO)})
+    dest = tmp_path / "item.mp4"
+    partial_path(dest).write_bytes(VIDEO[:1000])
+    got = await fetch(session, f"{cdn.url}/v.mp4", dest)
+    assert cdn.seen[0].headers["Range"] == "bytes=1000-"
+    assert dest.read_bytes() == VIDEO and verify(dest, got.bytes, got.sha256)
+
+
+async def test_a_disk_error_while_resuming_is_a_storage_error_never_a_download_error(
+    servers: Loopback,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading back the partial file fails (EIO): our disk's fault, not the CDN's, so it is
+    neither retried nor reported as a download problem."""
+    cdn = await servers.start({"GET /v.mp4": ranged(VIDEO)})
+    dest = tmp_path / "item.mp4"
+    partial_path(dest).write_bytes(VIDEO[:1000])
+
+    def failing_pread(fd: int, size: int, offset: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing_pread)
+    with pytest.raises(StorageError) as caught:
+        await fetch(session, f"{cdn.url}/v.mp4", dest)
+    assert not isinstance(caught.value, DownloadError)
+    assert str(partial_path(dest)) in str(caught.value)
+    assert "Input/output error" in str(caught.value)
+    assert len(cdn.seen) == 1
 
 
 async def test_a_link_planted_at_the_part_file_is_removed_never_written_through(

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from runner.api.client import IDEMPOTENT_RETRIES, EachlabsClient
+from runner.api.answers import IDEMPOTENT_RETRIES
+from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
 from runner.api.transfers import fetch_video
 from runner.errors import (
@@ -590,6 +591,38 @@ async def test_a_refused_presign_is_still_an_api_status_error(
     )
     with pytest.raises(AccountError):
         await client_for(session, api.url).upload(b"\x89PNG....", "image/png")
+
+
+@pytest.mark.parametrize(
+    "required",
+    [
+        {"x-amz-acl": "public-read\r\nX-Injected: yes"},
+        {"x-amz-acl\r\nX-Injected": "yes"},
+        {"x-amz-acl": "nul\x00"},
+        {"Bad Name": "v"},
+    ],
+    ids=["crlf-value", "crlf-name", "nul", "space-in-name"],
+)
+async def test_a_presign_naming_a_header_that_cannot_be_sent_is_a_protocol_error(
+    servers: Loopback, session: aiohttp.ClientSession, required: dict[str, str]
+) -> None:
+    """aiohttp would refuse such a header with a ValueError, which no caller expects: the
+    presign answer breaks the contract, and the upload host is never asked."""
+    put_host = await servers.start({"PUT /bucket/img": json_answer({})})
+    api = await servers.start(
+        {
+            "POST /v1/upload/presign": json_answer(
+                {
+                    "presigned_url": f"{put_host.url}/bucket/img",
+                    "public_url": f"{put_host.url}/bucket/img",
+                    "required_headers": required,
+                }
+            )
+        }
+    )
+    with pytest.raises(ApiProtocolError, match="required_headers"):
+        await client_for(session, api.url).upload(b"\x89PNG....", "image/png")
+    assert put_host.seen == []
 
 
 async def test_an_upload_follows_307_to_http_only_and_never_with_the_key(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ManifestError, Problem
+from runner.diagnostics import Diagnostic, Severity
+from runner.errors import ManifestError
 from runner.jobs import item_key
 from runner.manifest import Item, load_manifest
 
@@ -29,13 +30,13 @@ def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
     return path
 
 
-def problems_of(path: Path) -> list[Problem]:
+def problems_of(path: Path) -> list[Diagnostic]:
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
     return info.value.problems
 
 
-def assert_problem(problems: list[Problem], where: str, fragment: str) -> None:
+def assert_problem(problems: list[Diagnostic], where: str, fragment: str) -> None:
     """Some problem sits exactly at ``where`` and its message contains ``fragment``."""
     found = [p for p in problems if p.where == where and fragment in p.message]
     listing = "\n".join(str(p) for p in problems)
@@ -253,7 +254,7 @@ def test_two_items_with_the_same_key_warn_naming_both(tmp_path: Path) -> None:
     manifest = load_manifest(path)
     assert len(manifest.items) == 2  # the duplicate is still listed
     (warning,) = manifest.warnings
-    assert warning.severity == "warning"
+    assert warning.severity is Severity.WARNING
     assert warning.where == f'{path}:5:5: item 2 (id "deer-again")'
     assert 'item 1 (id "deer") (line 2)' in warning.message
 
@@ -616,7 +617,7 @@ def test_every_problem_comes_back_in_one_error(tmp_path: Path) -> None:
         '7:13: item 2, field "prompt"',
         '8:13: item 2, field "input.prompt"',
     ]
-    assert all(p.severity == "error" for p in problems)
+    assert all(p.severity is Severity.ERROR for p in problems)
     with pytest.raises(ManifestError, match=r"7 problem\(s\) in the manifest"):
         load_manifest(path)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import Problem
-from runner.manifest import read_manifest, yamlnodes
+from runner.diagnostics import Place, error
+from runner.manifest import document, read_manifest
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -43,9 +43,9 @@ def laughs(levels: int, indent: str) -> str:
 
 
 def test_the_limits_are_generous_for_real_catalogs() -> None:
-    assert yamlnodes.MAX_NODES == 10_000_000  # 100,000 items of 100 values each
-    assert yamlnodes.MAX_DEPTH == 64
-    assert yamlnodes.MAX_MANIFEST_BYTES == 256 * 1024 * 1024
+    assert document.MAX_NODES == 10_000_000  # 100,000 items of 100 values each
+    assert document.MAX_DEPTH == 64
+    assert document.MAX_MANIFEST_BYTES == 256 * 1024 * 1024
 
 
 def test_an_alias_bomb_under_defaults_input_is_refused_where_it_crosses_the_limit(
@@ -121,8 +121,9 @@ def test_an_undefined_alias_is_still_the_yaml_error_it_was(tmp_path: Path) -> No
 def test_a_manifest_at_dev_zero_is_refused_without_reading_it() -> None:
     reading = read_manifest(Path("/dev/zero"))
     assert reading.problems == (
-        Problem(
-            "/dev/zero", "cannot read the manifest: it is a character device, not a regular file"
+        error(
+            "cannot read the manifest: it is a character device, not a regular file",
+            Place("/dev/zero"),
         ),
     )
 
@@ -147,9 +148,9 @@ def test_a_manifest_over_the_size_cap_is_refused_after_reading_one_byte_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, "items:\n" + ITEM)
-    monkeypatch.setattr(yamlnodes, "MAX_MANIFEST_BYTES", path.stat().st_size)
+    monkeypatch.setattr(document, "MAX_MANIFEST_BYTES", path.stat().st_size)
     assert read_manifest(path).errors == []
-    monkeypatch.setattr(yamlnodes, "MAX_MANIFEST_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(document, "MAX_MANIFEST_BYTES", path.stat().st_size - 1)
     (problem,) = problems(path)
     assert problem.startswith(f"{path}: the manifest is larger than ")
     assert problem.endswith(" MB; split the batch into several manifests")

@@ -8,7 +8,6 @@ import struct
 import pytest
 from PIL import Image
 
-from runner.checks.diagnostics import ERROR, WARNING, Finding
 from runner.checks.images import (
     HEAD_BYTES,
     check,
@@ -17,6 +16,7 @@ from runner.checks.images import (
     sniff_content_type,
     unreachable_host,
 )
+from runner.diagnostics import Severity, warning
 
 MB = 1024 * 1024
 LIMIT = 20 * MB
@@ -74,7 +74,7 @@ def test_a_jpeg_whose_metadata_outgrows_the_head_needs_the_whole_file() -> None:
     assert dimensions(data[:HEAD_BYTES]) is None
     assert dimensions(data) == (80, 80)
     (finding,) = check(data[:HEAD_BYTES], None, max_bytes=LIMIT, complete=False)
-    assert finding == Finding(WARNING, "its width and height are not in its first 65536 bytes")
+    assert finding == warning("its width and height are not in its first 65536 bytes")
     assert check(data, len(data), max_bytes=LIMIT, complete=True) == []
 
 
@@ -84,26 +84,34 @@ def test_a_jpeg_whose_metadata_outgrows_the_head_needs_the_whole_file() -> None:
         (encode((96, 96), "PNG"), None, []),
         (png_header(64, 64), 10, []),
         (png_header(8192, 8192), 10, []),
-        (png_header(32, 48), 10, [(ERROR, "is 32x48 px; each side must be 64-8192 px")]),
-        (png_header(9000, 9000), 10, [(ERROR, "is 9000x9000 px; each side must be 64-8192 px")]),
-        (png_header(100, 63), 10, [(ERROR, "is 100x63 px; each side must be 64-8192 px")]),
+        (png_header(32, 48), 10, [(Severity.ERROR, "is 32x48 px; each side must be 64-8192 px")]),
+        (
+            png_header(9000, 9000),
+            10,
+            [(Severity.ERROR, "is 9000x9000 px; each side must be 64-8192 px")],
+        ),
+        (png_header(100, 63), 10, [(Severity.ERROR, "is 100x63 px; each side must be 64-8192 px")]),
         (
             png_header(1000, 200),
             10,
             [
                 (
-                    WARNING,
+                    Severity.WARNING,
                     "is 1000x200 px, an aspect ratio of 5.00:1, outside 2:5-5:2: the model "
                     "crops or pads it to a video frame",
                 )
             ],
         ),
         (png_header(200, 500), 10, []),  # exactly 2:5
-        (png_header(199, 500), 10, [(WARNING, "is 199x500 px, an aspect ratio of 1:2.51")]),
+        (
+            png_header(199, 500),
+            10,
+            [(Severity.WARNING, "is 199x500 px, an aspect ratio of 1:2.51")],
+        ),
         (
             png_header(96, 96),
             21 * MB,
-            [(ERROR, "is 21 MB; images may be at most 20 MB")],
+            [(Severity.ERROR, "is 21 MB; images may be at most 20 MB")],
         ),
         (png_header(96, 96), LIMIT, []),
         (
@@ -111,7 +119,7 @@ def test_a_jpeg_whose_metadata_outgrows_the_head_needs_the_whole_file() -> None:
             28,
             [
                 (
-                    ERROR,
+                    Severity.ERROR,
                     "is not a PNG, JPEG, WebP or GIF image by its content: it looks like text",
                 )
             ],
@@ -119,21 +127,38 @@ def test_a_jpeg_whose_metadata_outgrows_the_head_needs_the_whole_file() -> None:
         (
             b"BM6\x00\x00\x00",
             6,
-            [(ERROR, "is not a PNG, JPEG, WebP or GIF image by its content: it is a BMP image")],
+            [
+                (
+                    Severity.ERROR,
+                    "is not a PNG, JPEG, WebP or GIF image by its content: it is a BMP image",
+                )
+            ],
         ),
         (
             b"<!DOCTYPE html><html><body>Not found</body></html>",
             50,
-            [(ERROR, "is not a PNG, JPEG, WebP or GIF image by its content: it is an HTML page")],
+            [
+                (
+                    Severity.ERROR,
+                    "is not a PNG, JPEG, WebP or GIF image by its content: it is an HTML page",
+                )
+            ],
         ),
         (
             b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0",
             18,
-            [(ERROR, "cannot read its width and height: the file is truncated or corrupt")],
+            [
+                (
+                    Severity.ERROR,
+                    "cannot read its width and height: the file is truncated or corrupt",
+                )
+            ],
         ),
     ],
 )
-def test_check_from_a_table(data: bytes, size: int | None, expected: list[tuple[str, str]]) -> None:
+def test_check_from_a_table(
+    data: bytes, size: int | None, expected: list[tuple[Severity, str]]
+) -> None:
     found = check(data, size, max_bytes=LIMIT, complete=True)
     assert len(found) == len(expected), found
     for finding, (severity, start) in zip(found, expected, strict=True):

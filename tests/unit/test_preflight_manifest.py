@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.diagnostics import Place
 from runner.errors import ManifestError
 from runner.manifest import load_manifest, read_manifest
 
@@ -126,22 +127,23 @@ def test_items_know_where_each_field_was_written(tmp_path: Path) -> None:
         """,
     )
     deer, fox = load_manifest(path).items
-    assert deer.where() == f'{path}:4:5: item 1 (id "deer")'
-    assert deer.where("prompt") == f'{path}:6:13: item 1 (id "deer"), field "prompt"'
-    assert deer.where("model") == f'{path}:1:8: item 1 (id "deer"), field "model"'
-    assert deer.where_input("first_frame_image") == deer.where("image")
-    assert deer.where_input("prompt_optimizer") == (
+    assert str(deer.place()) == f'{path}:4:5: item 1 (id "deer")'
+    assert str(deer.place("prompt")) == f'{path}:6:13: item 1 (id "deer"), field "prompt"'
+    assert str(deer.place("model")) == f'{path}:1:8: item 1 (id "deer"), field "model"'
+    assert deer.input_place("first_frame_image") == deer.place("image")
+    assert str(deer.input_place("prompt_optimizer")) == (
         f'{path}:2:30: item 1 (id "deer"), field "defaults.prompt_optimizer"'
     )
-    assert (
-        deer.where_input("seed") == f'{path}:2:51: item 1 (id "deer"), field "defaults.input.seed"'
+    assert str(deer.input_place("seed")) == (
+        f'{path}:2:51: item 1 (id "deer"), field "defaults.input.seed"'
     )
-    assert deer.where_input("style") == f'{path}:7:20: item 1 (id "deer"), field "input.style"'
-    assert deer.where_input("unheard-of") == deer.where()
-    assert fox.where_input("seed") == f'{path}:11:19: item 2 (id "fox"), field "input.seed"'
-    assert fox.where_input("prompt_optimizer") == (
+    assert str(deer.input_place("style")) == f'{path}:7:20: item 1 (id "deer"), field "input.style"'
+    assert deer.input_place("unheard-of") == deer.place()
+    assert str(fox.input_place("seed")) == f'{path}:11:19: item 2 (id "fox"), field "input.seed"'
+    assert str(fox.input_place("prompt_optimizer")) == (
         f'{path}:10:23: item 2 (id "fox"), field "prompt_optimizer"'
     )
+    assert deer.place("prompt") == Place(str(path), 6, 13, item=0, item_id="deer", field="prompt")
 
 
 def test_read_manifest_returns_every_problem_and_the_items_without_raising(tmp_path: Path) -> None:

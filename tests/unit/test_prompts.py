@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from runner.checks.diagnostics import ERROR, WARNING, Finding
 from runner.checks.prompts import lint
+from runner.diagnostics import Diagnostic, Severity, warning
 
 GOOD = "a deer slowly walks through the misty forest as fog drifts between the pines"
 
 
-def only(findings: list[Finding], severity: str) -> list[str]:
+def only(findings: list[Diagnostic], severity: Severity) -> list[str]:
     return [f.message for f in findings if f.severity == severity]
 
 
@@ -32,7 +32,7 @@ def test_good_prompts_pass_without_findings(prompt: str, director: bool) -> None
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
 def test_an_empty_prompt_is_an_error(prompt: str) -> None:
     (finding,) = lint(prompt, director=False)
-    assert finding.severity == ERROR and finding.message.startswith("is empty")
+    assert finding.severity == Severity.ERROR and finding.message.startswith("is empty")
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_an_empty_prompt_is_an_error(prompt: str) -> None:
 )
 def test_too_few_or_too_many_words_warn(prompt: str, message: str) -> None:
     (finding,) = lint(prompt, director=False)
-    assert finding.severity == WARNING and finding.message.startswith(message)
+    assert finding.severity == Severity.WARNING and finding.message.startswith(message)
 
 
 def test_three_and_sixty_words_are_fine() -> None:
@@ -70,7 +70,7 @@ def test_three_and_sixty_words_are_fine() -> None:
     ],
 )
 def test_back_to_back_repeats_warn_once_each(prompt: str, repeated: list[str]) -> None:
-    messages = only(lint(prompt, director=False), WARNING)
+    messages = only(lint(prompt, director=False), Severity.WARNING)
     assert len(messages) == len(repeated)
     for message, start in zip(messages, repeated, strict=True):
         assert message.startswith(start)
@@ -126,7 +126,7 @@ def test_back_to_back_repeats_warn_once_each(prompt: str, repeated: list[str]) -
     ],
 )
 def test_director_camera_syntax_errors(prompt: str, errors: list[str]) -> None:
-    got = only(lint(prompt, director=True), ERROR)
+    got = only(lint(prompt, director=True), Severity.ERROR)
     assert len(got) == len(errors), got
     for message, start in zip(got, errors, strict=True):
         assert message.startswith(start)
@@ -134,9 +134,7 @@ def test_director_camera_syntax_errors(prompt: str, errors: list[str]) -> None:
 
 def test_a_camera_move_in_other_letter_case_is_a_warning_naming_the_vendor_spelling() -> None:
     (finding,) = lint("[pan LEFT] a deer walks slowly through the misty forest", director=True)
-    assert finding == Finding(
-        WARNING, 'writes the camera move "pan LEFT"; the vendor writes "Pan left"'
-    )
+    assert finding == warning('writes the camera move "pan LEFT"; the vendor writes "Pan left"')
 
 
 def test_camera_moves_do_not_count_as_words() -> None:
@@ -145,7 +143,10 @@ def test_camera_moves_do_not_count_as_words() -> None:
 
 
 def test_brackets_are_not_camera_syntax_for_other_models() -> None:
-    assert only(lint("a deer] walks [slowly through the misty forest", director=False), ERROR) == []
+    assert (
+        only(lint("a deer] walks [slowly through the misty forest", director=False), Severity.ERROR)
+        == []
+    )
     (finding,) = lint("[Pan left] a deer walks slowly through the misty forest", director=False)
-    assert finding.severity == WARNING
+    assert finding.severity == Severity.WARNING
     assert finding.message.startswith("holds camera moves in square brackets, but only Director")

@@ -1,0 +1,111 @@
+"""The printout of a preflight: one line per problem, the plan, and the verdict.
+
+``render_problems`` prints each diagnostic as ``error: m.yaml:5:13: item 1 (id "deer"), field
+"prompt": ...``; ``render_plan`` what a run would do (items by action, uploads, models, the
+estimated cost and the budget); ``render_verdict`` the last line. Pure: text from a ``Report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from runner import cost
+from runner.checks.preflight import Report
+from runner.diagnostics import Diagnostic
+from runner.store.plan import Action
+
+
+def render_problems(problems: Iterable[Diagnostic]) -> str:
+    """One line per problem: ``error: m.yaml:5:13: item 1 (id "deer"), field "prompt": ...``."""
+    return "\n".join(f"{p.severity}: {p}" for p in problems)
+
+
+def render_plan(report: Report, *, verbose: bool = False) -> str:
+    """What a run would do: items by action, uploads, models, estimated cost and budget."""
+    lines = [f"batch {report.batch}: {report.manifest_path}, output in {report.output_dir}"]
+    plan, estimate = report.plan, report.estimate
+    if plan is None or estimate is None:
+        lines.append("  no plan: the manifest could not be read")
+        return "\n".join(lines)
+    resume = plan.count(Action.POLL) + plan.count(Action.RECONCILE)
+    uploads = f"{report.uploads} image{_s(report.uploads)} to upload"
+    if report.uploaded:
+        uploads += f", {report.uploaded} uploaded before"
+    rows = [
+        ("to submit", plan.count(Action.SUBMIT), uploads),
+        ("to resume", resume, "created before: polled again, never created again"),
+        ("to download", plan.count(Action.DOWNLOAD), "paid for before: fetched again"),
+        ("already done", plan.count(Action.DONE), ""),
+    ]
+    if plan.count(Action.FAILED):
+        rows.append(("failed before", plan.count(Action.FAILED), "--retry-failed submits them"))
+    if plan.count(Action.DUPLICATE):
+        rows.append(("duplicates", plan.count(Action.DUPLICATE), "rendered once, for the first"))
+    for name, count, note in rows:
+        lines.append(f"  {name:<14}{count:>5}" + (f"   {note}" if note and count else ""))
+    for check in report.models:
+        lines.append(
+            f"  model {check.slug}: {check.items} item{_s(check.items)}, schema {check.how}"
+        )
+    lines += _cost_lines(report, estimate)
+    if verbose:
+        lines.append("  items:")
+        for step in plan.steps:
+            item = step.item
+            lines.append(
+                f"    {step.action.value:<10}{item.id:<24} {item.model}  {cost.usd(item.price_usd)}"
+            )
+    return "\n".join(lines)
+
+
+def _cost_lines(report: Report, estimate: cost.Estimate) -> list[str]:
+    prices = {price for _, price in estimate.to_submit}
+    count = len(estimate.to_submit)
+    if len(prices) == 1:
+        each = f"{count} × {cost.usd(prices.pop())} = "
+    else:
+        each = f"{count} items: " if count else ""
+    nothing = "" if count else " (nothing to submit)"
+    lines = [f"  estimated cost: {each}{cost.usd(estimate.new)}{nothing}"]
+    if estimate.committed:
+        lines.append(
+            f"  spent before: {cost.usd(estimate.spent)} recorded"
+            + (f", {cost.usd(estimate.in_flight)} in flight" if estimate.in_flight else "")
+            + f"; batch total ≈ {cost.usd(estimate.total)}"
+        )
+    budget = report.budget_usd
+    if budget is None:
+        lines.append("  budget: none (--budget USD caps the batch's spend)")
+    elif count == 0:
+        lines.append(f"  budget: {cost.usd(budget)}; nothing to submit")
+    elif report.fits is None or report.fits == count:
+        lines.append(
+            f"  budget: {cost.usd(budget)}; the batch total ≈ {cost.usd(estimate.total)} fits"
+        )
+    elif report.budget_partial and report.fits:
+        rest = count - report.fits
+        lines.append(
+            f"  budget: {cost.usd(budget)} fits the first {report.fits} of {count} items to "
+            f"submit; the other {rest} stay pending (--budget-partial)"
+        )
+    else:
+        lines.append(
+            f"  budget: {cost.usd(budget)} does not cover the batch total ≈ "
+            f"{cost.usd(estimate.total)}"
+        )
+    return lines
+
+
+def render_verdict(report: Report, *, dry: bool) -> str:
+    """The last line: how many problems, and what that means for a run."""
+    errors, warnings = len(report.errors), len(report.warnings)
+    counts = f"{errors} error{_s(errors)}, {warnings} warning{_s(warnings)}"
+    if errors:
+        if dry:
+            return f"{counts}: a run would refuse to start"
+        return f"{counts}: refusing to run; nothing was uploaded or submitted"
+    return f"{counts}: ready to run" if dry else f"{counts}: starting"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -1,0 +1,227 @@
+"""The manifest file read and composed into YAML nodes, within limits.
+
+A manifest is composed (``yaml.compose``) rather than loaded, so that every value keeps its
+``file:line:col``. ``compose`` reads only a regular file of at most ``MAX_MANIFEST_BYTES``, and
+composes at most ``MAX_NODES`` values (aliases expanded) nested at most ``MAX_DEPTH`` deep, so
+that an alias bomb or a deep nest ends in one placed error, never a hang or a crash. PyYAML's
+errors become one-line reasons here (``yaml_reason``). What the nodes hold is read by
+``runner.manifest.yamlnodes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import yaml
+from yaml.events import AliasEvent, Event, NodeEvent
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from runner.config import read_regular_file
+from runner.diagnostics import Place, error
+from runner.errors import ManifestError
+
+#: The largest manifest file read. A catalog of 100,000 items with long prompts and inputs is a
+#: few tens of MB; this leaves a wide margin for it while refusing a file that would only
+#: exhaust memory. Reading stops one byte past it.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+#: The most values (YAML nodes) a manifest may hold with every alias expanded, and with
+#: ``defaults.input`` counted once for every item it is merged into. Every later walk (the
+#: reader, each item's key, schema validation) visits the expanded values, so this bounds the
+#: whole check; a few kilobytes of nested aliases (a "billion laughs") would otherwise expand
+#: to billions. 100,000 items of 100 values each fit (a typical item has about 15).
+MAX_NODES = 10_000_000
+#: The deepest nesting of lists and mappings in a manifest. A manifest is about five levels
+#: deep (top, items, item, input, a value); 64 leaves room for nested model inputs and stays
+#: far below the depth at which the recursive composer and constructor exhaust Python's stack
+#: (about 300 levels at the default recursion limit).
+MAX_DEPTH = 64
+
+
+class Document(NamedTuple):
+    """A composed manifest: its root node and how many values it holds, aliases expanded."""
+
+    root: Node
+    values: int
+
+
+def compose(path: Path, file: str) -> Document:
+    """The YAML node tree of the manifest; raises ManifestError if it cannot be read or parsed.
+
+    Only a regular file is read (a FIFO or a device is refused before any read), at most
+    ``MAX_MANIFEST_BYTES``; the document may hold at most ``MAX_NODES`` values with its aliases
+    expanded and nest at most ``MAX_DEPTH`` levels.
+    """
+    try:
+        data = read_regular_file(path, MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise ManifestError([error("manifest file not found", Place(file))]) from None
+    except OSError as exc:
+        message = f"cannot read the manifest: {exc.strerror}"
+        raise ManifestError([error(message, Place(file))]) from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        message = (
+            f"the manifest is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MB; "
+            "split the batch into several manifests"
+        )
+        raise ManifestError([error(message, Place(file))])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([error(f"not UTF-8 text ({exc.reason})", Place(file))]) from None
+    try:
+        root, values = _compose_text(text)
+    except LimitError as exc:
+        raise ManifestError([error(exc.message, _at(file, exc.mark))]) from None
+    except yaml.MarkedYAMLError as exc:
+        place = _at(file, exc.problem_mark or exc.context_mark)
+        raise ManifestError([error(f"invalid YAML: {yaml_reason(exc)}", place)]) from None
+    except yaml.reader.ReaderError as exc:
+        place = _at(file, _mark_at(text, exc.position))
+        message = f"invalid YAML: the character #x{exc.character:04x} is not allowed in YAML"
+        raise ManifestError([error(message, place)]) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError([error(f"invalid YAML: {exc}", Place(file))]) from None
+    if root is None:
+        message = 'the manifest is empty: it needs an "items" list'
+        raise ManifestError([error(message, Place(file))])
+    return Document(root, values)
+
+
+def _compose_text(text: str) -> tuple[Node | None, int]:
+    """The root node of ``text`` (None if it holds no document) and its expanded size."""
+    loader = _BoundedLoader(text)  # checks the characters first: ReaderError
+    try:
+        return loader.get_single_node(), loader.values
+    finally:
+        loader.dispose()
+
+
+class _Marked(Protocol):
+    """A place in the YAML text (PyYAML's marks, from its Python or its C parser)."""
+
+    @property
+    def line(self) -> int: ...  # from 0
+
+    @property
+    def column(self) -> int: ...  # from 0
+
+
+class LimitError(yaml.YAMLError):
+    """Valid YAML refused for its size: nested too deeply, too many values once expanded, or
+    an alias inside the node it refers to. ``message`` says which, ``mark`` where."""
+
+    def __init__(self, message: str, mark: _Marked | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer stops at ``MAX_DEPTH`` and ``MAX_NODES`` (raising LimitError).
+
+    PyYAML composes an alias as a second reference to its anchor's node: a small file of nested
+    aliases composes quickly into a graph that every later walk expands. Each node is counted
+    as it is composed and each alias as the size of what it refers to (known once that node is
+    complete: an alias inside its own anchor would expand without end and is refused), so the
+    count is the expanded document's and the limit is met at the place in the file that crosses
+    it. The composer recurses once per level, so the depth is checked before it goes deeper.
+
+    A C loader (``CSafeLoader``) composes in C without calling ``compose_node``: switching to
+    it means applying the same two limits in a walk of the composed graph (``expanded_size``
+    counts the same way), before anything else walks it.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.values = 0  # the values composed so far, every alias expanded
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id of an anchored node → its expanded size
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event: Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is the composer's own error
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise LimitError(
+                        f"the alias *{event.anchor} is inside the node it refers to: "
+                        "the manifest would never end",
+                        event.start_mark,
+                    )
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise LimitError(
+                f"the manifest nests more than {MAX_DEPTH} levels deep here", event.start_mark
+            )
+        before = self.values
+        self._count(1, event.start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(event, NodeEvent) and event.anchor is not None and node is not None:
+            self._sizes[id(node)] = self.values - before
+        return node
+
+    def _count(self, size: int, mark: _Marked | None) -> None:
+        self.values += size
+        if self.values > MAX_NODES:
+            raise LimitError(
+                f"the manifest would hold more than {MAX_NODES:,} values with its aliases "
+                "expanded (a YAML alias bomb?)",
+                mark,
+            )
+
+
+def expanded_size(node: Node) -> int:
+    """How many values ``node`` holds with every alias expanded (itself included).
+
+    Counts as the composer does; shared nodes are counted once per reference but walked once.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(current: Node) -> int:
+        known = sizes.get(id(current))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(current, MappingNode):
+            total += sum(size(key) + size(value) for key, value in current.value)
+        elif isinstance(current, SequenceNode):
+            total += sum(size(value) for value in current.value)
+        sizes[id(current)] = total
+        return total
+
+    return size(node)
+
+
+def _at(file: str, mark: _Marked | None) -> Place:
+    """The place of a PyYAML mark (counting from 0) in ``file``, or the file if none."""
+    return Place(file, mark.line + 1, mark.column + 1) if mark else Place(file)
+
+
+class _Position(NamedTuple):
+    line: int  # from 0
+    column: int  # from 0
+
+
+def _mark_at(text: str, position: int) -> _Position:
+    """The line and column of a character index in ``text`` (PyYAML's ReaderError gives only
+    the index)."""
+    line = text.count("\n", 0, position)
+    return _Position(line, position - (text.rfind("\n", 0, position) + 1))
+
+
+def yaml_reason(exc: yaml.YAMLError) -> str:
+    """A one-line reason from a PyYAML error, without its "<unicode string>" excerpt."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)
+    context = exc.context or ""
+    if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+        mark = exc.context_mark
+        context += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return ": ".join(part for part in (context, exc.problem or "") if part) or "syntax error"
