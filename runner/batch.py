@@ -38,6 +38,7 @@ from runner.store.budget import Budget, recorded_spend
 from runner.store.outdir import output_lock, prepare_output_dir, write_json_atomically
 from runner.store.plan import Action, Plan
 from runner.store.resume import Resume, read_resume
+from runner.store.writer import LedgerWriter
 
 log = logging.getLogger("runner")
 
@@ -209,7 +210,7 @@ async def _run(
         if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
             spend.hold(step.item.key, step.item.price_usd)
     work = any(step.action in _WORK for step in plan.steps)
-    async with ledger.LedgerWriter(output_dir / ledger.LEDGER_NAME) as writer:
+    async with LedgerWriter(output_dir / ledger.LEDGER_NAME) as writer:
         if work:
             await writer.open()  # a full or read-only disk is found before any request
         runner = BatchRunner(

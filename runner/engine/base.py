@@ -32,8 +32,9 @@ from runner.errors import (
 from runner.jobs import JobState, transition
 from runner.manifest import Item
 from runner.store.budget import Budget
-from runner.store.ledger import KeyState, LedgerWriter, apply
+from runner.store.ledger import KeyState, apply
 from runner.store.plan import Plan
+from runner.store.writer import LedgerWriter
 
 log = logging.getLogger("runner")
 

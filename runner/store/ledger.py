@@ -10,19 +10,14 @@ The codec and the replay (records → one ``KeyState`` per item key) are pure.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeGuard
-
-import anyio
 
 from runner.config import open_regular_file
 from runner.errors import LedgerError
@@ -289,104 +284,3 @@ def uploads(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         ):
             del found[str(record["sha256"])]
     return found
-
-
-class LedgerWriter:
-    """Appends records and fsyncs each one before ``append`` returns.
-
-    A record is on disk whole, or ``append`` raises LedgerError: a short write (a full disk,
-    a file size limit) is continued until every byte is written or the system refuses, and a
-    writer that failed once refuses every later append, so no record is ever glued to the torn
-    remains of one that failed. The caller acts on a record (sends a create, say) only after
-    ``append`` returned. The file is opened lazily, on the first append, so a run that has
-    nothing to record never needs a writable directory.
-
-    Writes run in a worker thread so the event loop never blocks on the disk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._lock = anyio.Lock()
-        self._broken: str | None = None
-
-    async def __aenter__(self) -> LedgerWriter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    async def open(self) -> None:
-        """Open the ledger for appending now; LedgerError if that is impossible."""
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._ensure_open)
-
-    def _ensure_open(self) -> None:
-        if self._broken is not None:
-            raise LedgerError(self._broken)
-        if self._fd is not None:
-            return
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except OSError as exc:
-            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise LedgerError(f"cannot open the ledger {self.path}: not a regular file")
-            size = os.fstat(fd).st_size
-            if size and _last_byte(self.path, size) != b"\n":
-                self._write_all(fd, b"\n")  # a torn last line: never glue a record to it
-        except OSError as exc:
-            os.close(fd)
-            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
-        except LedgerError:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    @staticmethod
-    def _write_all(fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            if written <= 0:
-                raise OSError(errno.EIO, "the write made no progress")
-            view = view[written:]
-        os.fsync(fd)
-
-    def _write(self, data: bytes) -> None:
-        self._ensure_open()
-        assert self._fd is not None
-        try:
-            self._write_all(self._fd, data)
-        except OSError as exc:
-            self._broken = (
-                f"cannot append to the ledger {self.path}: {_why(exc)}; nothing more is "
-                "recorded or sent in this run"
-            )
-            raise LedgerError(self._broken) from None
-
-    async def append(self, item: str, key: str, event: str, **fields: Any) -> dict[str, Any]:
-        """Append one record and return it once it is whole on disk; LedgerError if it is not."""
-        record: dict[str, Any] = {"ts": now_iso(), "item": item, "key": key, "event": event}
-        record.update({name: value for name, value in fields.items() if value is not None})
-        data = encode(record)
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._write, data)
-        return record
-
-
-def _last_byte(path: Path, size: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        return os.pread(fd, 1, size - 1)
-    finally:
-        os.close(fd)
-
-
-def _why(exc: OSError) -> str:
-    """An OSError as a short cause: ``No space left on device``, ``Read-only file system``..."""
-    return exc.strerror or str(exc)

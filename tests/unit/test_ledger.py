@@ -13,6 +13,7 @@ from runner.errors import LedgerError
 from runner.jobs import JobState
 from runner.store import ledger
 from runner.store.budget import recorded_spend
+from runner.store.writer import LedgerWriter
 
 
 def rec(event: str, key: str = "k1", item: str = "deer", **fields: object) -> dict[str, object]:
@@ -106,7 +107,7 @@ def test_uploads_are_remembered_by_image_hash() -> None:
 async def test_writer_appends_fsynced_lines_and_repairs_a_torn_tail(tmp_path: Path) -> None:
     path = tmp_path / "ledger.jsonl"
     path.write_bytes(ledger.encode(rec("submitting")) + b'{"torn')
-    async with ledger.LedgerWriter(path) as writer:
+    async with LedgerWriter(path) as writer:
         await writer.append("deer", "k1", "submitted", prediction_id="p-1", absent=None)
     lines = path.read_text().splitlines()
     assert lines[1] == '{"torn'

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import LedgerError
-from runner.store import ledger
-from runner.store.ledger import LedgerWriter, parse
+from runner.store import writer as ledger_writer
+from runner.store.ledger import parse
+from runner.store.writer import LedgerWriter
 
 
 class ShortThenFull:
@@ -33,7 +34,7 @@ async def test_short_writes_are_continued_until_the_record_is_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "ledger.jsonl"
-    monkeypatch.setattr(ledger.os, "write", ShortThenFull(room=10_000, piece=5))
+    monkeypatch.setattr(ledger_writer.os, "write", ShortThenFull(room=10_000, piece=5))
     async with LedgerWriter(path) as writer:
         await writer.append("a", "k1", "submitting", attempt=1)
         await writer.append("a", "k1", "submitted", prediction_id="p-1")
@@ -49,7 +50,7 @@ async def test_a_full_disk_mid_record_raises_and_refuses_every_later_append(
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter(path) as writer:
         await writer.append("a", "k1", "submitting", attempt=1)
-        monkeypatch.setattr(ledger.os, "write", ShortThenFull(room=20))
+        monkeypatch.setattr(ledger_writer.os, "write", ShortThenFull(room=20))
         with pytest.raises(LedgerError, match="No space left on device"):
             await writer.append("b", "k2", "submitting", attempt=1)
         monkeypatch.undo()  # space again: still nothing is glued to the torn line

@@ -1,0 +1,158 @@
+"""Running one command: the checks and the run through ``runner.batch.check_and_run``, the
+simulator served, and every error turned into its exit code (the only ``sys.exit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import anyio
+
+from runner import config as cfg
+from runner.batch import check_and_run
+from runner.checks.preflight import Report
+from runner.checks.render import render_plan, render_problems, render_verdict
+from runner.cli.options import build_parser, checks_from, limits_from
+from runner.cli.simulate import serve, simulate_profile
+from runner.errors import (
+    ApiBrokenError,
+    ApiUnavailableError,
+    ConfigError,
+    LockedError,
+    ManifestError,
+    RunnerError,
+    StorageError,
+)
+from runner.report import (
+    EXIT_API_BROKEN,
+    EXIT_API_UNAVAILABLE,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_STORAGE,
+)
+
+log = logging.getLogger("runner")
+
+
+async def _check_and_run(
+    args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO
+) -> int:
+    """The checks, then (for ``run`` without ``--dry-run``, and only if they found no error)
+    the run: one call of ``runner.batch.check_and_run``. Returns the exit code."""
+    dry = args.command == "validate" or args.dry_run
+    async with contextlib.AsyncExitStack() as stack:
+        api_key: str | None
+        if args.simulate:
+            from runner.simulator import Simulator  # the server: imported only when used
+
+            sim = await stack.enter_async_context(Simulator(simulate_profile()))
+            log.info("built-in simulator listening on %s", sim.base_url)
+            api_base, api_key = sim.base_url, cfg.SIMULATOR_API_KEY
+        else:
+            api_base = cfg.resolve_api_base(args.api_base, os.environ)
+            api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
+            if api_key is None and not dry:
+                raise ConfigError(
+                    f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
+                    "(or use --simulate to run on the built-in simulator)"
+                )
+        config = cfg.RunConfig(
+            manifest_path=args.manifest,
+            output_dir=args.output,
+            api_base=api_base,
+            api_key=api_key or "",
+            limits=limits_from(args),
+            retry_failed=args.retry_failed,
+            resubmit_ambiguous=getattr(args, "resubmit_ambiguous", False),
+            budget_usd=args.budget,
+            budget_partial=args.budget_partial,
+        )
+
+        def show(report: Report) -> None:
+            shown = report.errors if args.quiet else report.problems
+            if shown:
+                print(render_problems(shown), file=err)
+            if dry or report.manifest is None:
+                print(render_plan(report, verbose=args.verbose), file=out)
+                print(render_verdict(report, dry=dry), file=out if dry else err)
+            elif not args.quiet:
+                print(render_plan(report, verbose=args.verbose), file=out)
+
+        resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
+        outcome = await check_and_run(
+            config,
+            checks_from(args),
+            dry=dry,
+            show=show,
+            resume_command=resume,
+            handle_signals=True,
+        )
+        if outcome.result is not None:
+            print(outcome.result.text, file=out)
+        return outcome.exit_code
+
+
+async def execute(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the parsed command and return its exit code; errors become codes here."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        if args.command == "simulate":
+            await serve(args)
+            return EXIT_OK
+        return await _check_and_run(args, argv, out, err)
+    except LockedError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_LOCKED
+    except StorageError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_STORAGE
+    except ApiUnavailableError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_API_UNAVAILABLE
+    except ApiBrokenError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_API_BROKEN
+    except (ManifestError, ConfigError, RunnerError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_CONFIG
+
+
+async def command(
+    argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """``i2v-runner ARGV`` inside a running event loop (for tests and embedding): the exit code.
+
+    argparse still exits (code 2) on arguments it cannot parse.
+    """
+    args = build_parser().parse_args(list(argv))
+    return await execute(args, list(argv), out, err)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``i2v-runner`` and ``python -m runner``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    try:
+        code = anyio.run(execute, args, argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

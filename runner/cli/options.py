@@ -1,0 +1,241 @@
+"""The command line: its parser, and the config its options make."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+from pathlib import Path
+
+from runner import config as cfg
+from runner.cli.simulate import add_simulate_parser
+from runner.cli.values import positive, usd_amount
+from runner.errors import (
+    ConfigError,
+)
+
+
+def _verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``-v``/``-q``, before or after the subcommand (after it, SUPPRESS keeps the value given
+    before it unless repeated)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log every request decision"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="print only the final summary"
+    )
+
+
+def _check_options() -> argparse.ArgumentParser:
+    """The options ``run`` and ``validate`` share: where the batch goes and what is checked."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _verbosity(parent, default=argparse.SUPPRESS)
+    parent.add_argument("manifest", type=Path, help="the YAML manifest")
+    parent.add_argument("--output", type=Path, help="output directory (default: output/<batch>/)")
+    parent.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against the built-in simulator, started in-process on 127.0.0.1 (no key needed)",
+    )
+    parent.add_argument(
+        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
+    )
+    parent.add_argument(
+        "--api-key-file",
+        type=Path,
+        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
+    )
+    parent.add_argument(
+        "--rate",
+        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
+        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
+    )
+    parent.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="submit again the items that failed in earlier runs",
+    )
+    checks = parent.add_argument_group("checks before spending")
+    checks.add_argument(
+        "--strict", action="store_true", help="treat every warning (prompt advice...) as an error"
+    )
+    checks.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not fetch model schemas: check against the cached ones, or skip with a warning",
+    )
+    checks.add_argument(
+        "--check-urls",
+        action="store_true",
+        help="fetch the first bytes of each URL image and check it like a local file",
+    )
+    checks.add_argument(
+        "--max-image-mb",
+        type=positive(float),
+        default=cfg.DEFAULT_MAX_IMAGE_MB,
+        help="largest image accepted, in MB (default: %(default)g, the API's limit)",
+    )
+    checks.add_argument(
+        "--budget",
+        type=usd_amount("--budget"),
+        metavar="USD",
+        help="cap on the batch's spend, counting what the ledger records as spent: a run whose "
+        "estimate exceeds it does not start",
+    )
+    checks.add_argument(
+        "--budget-partial",
+        action="store_true",
+        help="with --budget: submit items in manifest order while they fit, leave the rest pending",
+    )
+    return parent
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml's), or "unknown" when run from a tree
+    that was never installed."""
+    try:
+        return importlib.metadata.version("i2v-runner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="i2v-runner",
+        description="Render videos in bulk through the Eachlabs prediction API (MiniMax Hailuo "
+        "image-to-video), resumably, within the account's limits.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _verbosity(parser, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _check_options()
+
+    run = sub.add_parser(
+        "run",
+        parents=[shared],
+        help="render a manifest (run it again to resume)",
+        description="Render every item of MANIFEST. Every check of `validate` runs first; any "
+        "error stops the run before anything is uploaded or submitted (exit 2). Running the "
+        "same command again resumes: done items are skipped, predictions in flight are polled "
+        "again, never created again. "
+        f"The API key is read from ${cfg.ENV_API_KEY} or --api-key-file, "
+        "never from the command line.",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every check and print the plan and its estimated cost; upload and submit nothing",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=positive(int),
+        default=cfg.DEFAULT_CONCURRENCY,
+        help="predictions in flight at once (default: %(default)s, the account's cap)",
+    )
+    run.add_argument(
+        "--poll-min",
+        type=positive(float),
+        default=cfg.DEFAULT_POLL_MIN,
+        help="never poll one prediction more often than this, seconds (default: %(default)s)",
+    )
+    run.add_argument(
+        "--expected-runtime",
+        type=positive(float),
+        default=cfg.DEFAULT_EXPECTED_RUNTIME,
+        help="prior guess of one prediction's run time, seconds (default: %(default)s)",
+    )
+    run.add_argument(
+        "--item-timeout",
+        type=positive(float),
+        default=cfg.DEFAULT_ITEM_TIMEOUT,
+        help="cancel a prediction still running after this many seconds (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=positive(int),
+        default=cfg.DEFAULT_MAX_ATTEMPTS,
+        help="attempts per item in one run when a prediction fails with a retryable error "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-video-mb",
+        type=positive(float),
+        default=cfg.DEFAULT_MAX_VIDEO_MB,
+        help="the largest output video accepted, in MB; a bigger download is refused "
+        "(default: %(default)g)",
+    )
+    run.add_argument(
+        "--max-retry-after",
+        type=positive(float),
+        default=cfg.DEFAULT_MAX_RETRY_AFTER,
+        metavar="S",
+        help="the longest pause a server's Retry-After may impose, seconds; a server that keeps "
+        "asking for more stops the run (exit 6) (default: %(default)g)",
+    )
+    run.add_argument(
+        "--reconcile-wait",
+        type=positive(float),
+        default=cfg.DEFAULT_RECONCILE_SETTLE,
+        metavar="S",
+        help="how long after a lost create's answer (a 5xx, a timeout) its prediction may take "
+        "to appear in the executions list; it counts as absent only after that "
+        "(default: %(default)g)",
+    )
+    run.add_argument(
+        "--unreachable-wait",
+        type=positive(float),
+        default=cfg.DEFAULT_UNREACHABLE_AFTER,
+        metavar="S",
+        help="how long an API that cannot be reached is waited for before the run stops with "
+        f"its items pending (exit 6); at most {cfg.DEFAULT_UNREACHABLE_AT_START:g} s if it "
+        "was never reached (default: %(default)g)",
+    )
+    run.add_argument(
+        "--resubmit-ambiguous",
+        action="store_true",
+        help="submit again items whose lost create cannot be found or ruled out on the server "
+        "(may pay twice)",
+    )
+
+    sub.add_parser(
+        "validate",
+        parents=[shared],
+        help="check a manifest and print the plan and its cost, spending nothing",
+        description="Run every check a run makes before spending (manifest, images, prompts, "
+        "model schemas, duplicates, cost and budget) and print the plan: items to submit, to "
+        "resume and already done, uploads needed, estimated cost. Uploads and submits nothing; "
+        "the only file written is the model schema cache in the output directory. "
+        "Exit 0 if there is no error, 2 if there is one.",
+    )
+    add_simulate_parser(sub)
+    return parser
+
+
+def limits_from(args: argparse.Namespace) -> cfg.Limits:
+    rate_limit, rate_window = cfg.parse_rate(args.rate)
+    given = vars(args)
+    unreachable = given.get("unreachable_wait", cfg.DEFAULT_UNREACHABLE_AFTER)
+    return cfg.Limits(
+        concurrency=given.get("concurrency", cfg.DEFAULT_CONCURRENCY),
+        rate_limit=rate_limit,
+        rate_window=rate_window,
+        poll_min=given.get("poll_min", cfg.DEFAULT_POLL_MIN),
+        expected_runtime=given.get("expected_runtime", cfg.DEFAULT_EXPECTED_RUNTIME),
+        item_timeout=given.get("item_timeout", cfg.DEFAULT_ITEM_TIMEOUT),
+        max_attempts=given.get("max_attempts", cfg.DEFAULT_MAX_ATTEMPTS),
+        max_video_bytes=int(given.get("max_video_mb", cfg.DEFAULT_MAX_VIDEO_MB) * 1024 * 1024),
+        max_retry_after=given.get("max_retry_after", cfg.DEFAULT_MAX_RETRY_AFTER),
+        reconcile_settle=given.get("reconcile_wait", cfg.DEFAULT_RECONCILE_SETTLE),
+        unreachable_after=unreachable,
+        unreachable_at_start=min(cfg.DEFAULT_UNREACHABLE_AT_START, unreachable),
+    )
+
+
+def checks_from(args: argparse.Namespace) -> cfg.CheckConfig:
+    if args.budget_partial and args.budget is None:
+        raise ConfigError("--budget-partial needs --budget USD")
+    return cfg.CheckConfig(
+        strict=args.strict,
+        offline=args.offline,
+        check_urls=args.check_urls,
+        max_image_bytes=int(args.max_image_mb * 1024 * 1024),
+    )

@@ -1,0 +1,60 @@
+"""The argparse types of the options: positive numbers, shares, dollar amounts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from runner import config as cfg
+from runner.errors import (
+    ConfigError,
+)
+
+#: The largest value a numeric option takes. Nothing this CLI counts means anything past a
+#: billion (seconds: 31 years; MB: a petabyte); a larger value is a typo, and refusing it keeps
+#: arithmetic on it (MB to bytes, deadlines) finite.
+MAX_OPTION_VALUE = 1e9
+
+
+def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    """An argparse type: a finite number of ``kind`` above 0 and at most ``MAX_OPTION_VALUE``.
+
+    ``nan``, ``inf`` and numbers too large for a float are refused, with an argparse error.
+    """
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+        if value > MAX_OPTION_VALUE:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_OPTION_VALUE:g}, not {text}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, not {text}")
+    return value
+
+
+def usd_amount(option: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return cfg.parse_usd(text, option)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
