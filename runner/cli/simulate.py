@@ -63,6 +63,13 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     sim.add_argument("--rate", default=None, help="enforce N/SECONDS API requests (sliding window)")
     sim.add_argument(
+        "--rate-burst",
+        type=positive(int),
+        metavar="N",
+        help="limit API requests with a token bucket of N instead (refilled at --rate, default "
+        "60/60), as gateways do: a burst over N is refused even when it is legal per window",
+    )
+    sim.add_argument(
         "--speed",
         type=positive(float),
         default=1.0,
@@ -175,6 +182,7 @@ async def serve(args: argparse.Namespace) -> None:
         "fault_hang": args.fault_hang,
         "create_fault_rate": args.create_fault_rate,
         "truncate_downloads_rate": args.truncate_downloads_rate,
+        "rate_burst": args.rate_burst,
     }
     changes: dict[str, object] = {name: v for name, v in given.items() if v is not None}
     try:

@@ -586,6 +586,8 @@ async def test_simulate_key_accepts_only_the_keys_given(
                       api_keys=frozenset({"a"})),
         ),
         (["--executions-lag", "30", "--speed", "10"], SimConfig(executions_lag=30.0).scaled(10)),
+        (["--rate", "60/60", "--rate-burst", "5"],
+         SimConfig(rate_limit=60, rate_window=60.0, rate_burst=5)),
     ],
 )  # fmt: skip
 async def test_simulate_builds_its_config_from_the_profile_then_the_flags(
@@ -626,7 +628,7 @@ def test_simulate_help_lists_every_switch(capsys: pytest.CaptureFixture[str]) ->
         "--profile", "--key", "--error-bodies", "--cancel-ignored-rate", "--cancel-at-once",
         "--cancel-answer-status", "--executions-lag", "--executions-window-days",
         "--refuse-private-urls", "--fault-rate", "--fault-endpoints", "--fault-kinds",
-        "--fault-hang", "--create-fault-rate", "--truncate-downloads-rate",
+        "--fault-hang", "--create-fault-rate", "--truncate-downloads-rate", "--rate-burst",
     ):  # fmt: skip
         assert flag in text
     assert "any non-empty key is accepted" in text
