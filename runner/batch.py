@@ -82,7 +82,7 @@ async def check_and_run(
     reading = await anyio.to_thread.run_sync(read_manifest, config.manifest_path)
     output = config.output_dir or Path("output") / reading.batch
     limits = config.limits
-    limiter = RateLimiter(limits.rate_limit, limits.rate_window)
+    limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst)
     with contextlib.ExitStack() as lock:
         resume: Resume | None = None
         if not dry and output.is_dir():

@@ -101,6 +101,19 @@ class Limits:
     unreachable_at_start: float = DEFAULT_UNREACHABLE_AT_START
     broken_after: int = DEFAULT_BROKEN_AFTER
     fault_wait: float = DEFAULT_FAULT_WAIT
+    #: At most this many requests at once, the rest spaced out evenly at the window's average
+    #: rate (rate_limit per rate_window): for a server whose own limiter is a token bucket with
+    #: a small burst, which refuses a burst the window allows. None: as many at once as the
+    #: window allows. The window still caps every window; this only spaces requests out.
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError for a ``burst`` that is not a whole number of at least 1."""
+        burst = self.burst
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
+            raise ConfigError(f"the burst must be a whole number of requests, not {burst!r}")
+        if burst is not None and burst < 1:
+            raise ConfigError(f"the burst must be at least 1 request, not {burst}")
 
 
 @dataclass(frozen=True)

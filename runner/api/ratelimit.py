@@ -15,6 +15,12 @@ recovers it gradually with every answered request; a ``Retry-After`` holds every
 Waiters are served by priority, lowest first, evaluated at the moment a request may go: a
 create waiting for a slot goes before any poll, and among polls the one most likely to find
 its prediction finished goes first. Priorities may be numbers or functions of the clock.
+
+A server whose own limiter is a token bucket with a small burst refuses what the window
+allows at once (60 requests in the same second). For it, an optional smoothing stage stands
+in front of the window: a leaky bucket (aiolimiter) of ``burst`` requests that drains at the
+window's average rate, so requests go at most ``burst`` at once and then evenly. The bucket
+only spaces requests out; the window alone still decides how many go in any window.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+from aiolimiter import AsyncLimiter
 
 from runner.errors import StopRequested
 
@@ -123,55 +130,110 @@ class Slot:
 
 
 class RateLimiter:
-    """The async face of RequestWindow: ``async with limiter.slot(priority) as s: <request>``."""
+    """The async face of RequestWindow: ``async with limiter.slot(priority) as s: <request>``.
+
+    ``burst`` (None: off) adds the smoothing stage: a request also needs a token from an
+    ``AsyncLimiter(burst, burst * window / limit)``, which holds ``burst`` tokens and refills
+    at ``limit`` per ``window``. A token is asked for only while the window has a place free,
+    by one waiter on behalf of all, and is spent at once on the best waiter of that moment: so
+    priorities hold, and a pause or a stop cancels the wait before a token is taken for a
+    request that will not go. The bucket reads the event loop's clock (asyncio only), so it
+    cannot take another ``clock``. Raises ValueError for a ``burst`` below 1 or one given
+    with a ``clock``.
+    """
 
     def __init__(
-        self, limit: int, window: float, *, clock: Callable[[], float] | None = None
+        self,
+        limit: int,
+        window: float,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.window = RequestWindow(limit, window)
+        self._bucket: AsyncLimiter | None = None
+        if burst is not None:
+            if burst < 1:
+                raise ValueError("a burst needs to be at least 1 request")
+            if clock is not None:
+                raise ValueError("the burst stage runs on the event loop's clock, not another")
+            self._bucket = AsyncLimiter(burst, burst * window / limit)
         self._clock = clock or anyio.current_time
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self.sent = 0
         self.refused = 0
         self._wake = anyio.Event()  # set (and renewed) whenever a place may have freed up
+        self._token_wait: anyio.CancelScope | None = None  # the one wait for a bucket token
 
     def _notify(self) -> None:
         self._wake.set()
         self._wake = anyio.Event()
 
+    def _recall_token(self) -> None:
+        """Cancel the wait for a burst token: the request it was for is held back now."""
+        if self._token_wait is not None:
+            self._token_wait.cancel()
+
     def notify(self) -> None:
         """Wake every waiter to look again (e.g. after a stop was asked for: see ``abandon``)."""
+        self._recall_token()
         self._notify()
 
     def spare(self) -> float:
-        """The share of the window's requests still free now (0 to 1)."""
+        """The share of the window's requests still free now (0 to 1).
+
+        The burst stage takes no part: it spaces requests out but never lowers how many a
+        window holds.
+        """
         return self.window.spare(self._clock())
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` from now (a ``Retry-After``)."""
         self.window.pause(self._clock() + seconds)
+        self._recall_token()
         self._notify()
 
-    def _grant(self) -> float:
-        """Grant the window's free places to the best waiters; return when to look again."""
+    def _grant(self, tokens: float) -> float:
+        """Grant the window's free places to the best waiters, at most ``tokens`` of them.
+
+        Returns when to look again; a time not after now means a place is free and waits for
+        a burst token.
+        """
         granted = False
         at = math.inf
         while self._waiters:
             now = self._clock()
             at = self.window.available_at(now)
-            if at > now:
+            if at > now or tokens < 1:
                 break
             best = min(self._waiters, key=lambda w: w.rank(now))
             self._waiters.remove(best)
             self.window.begin(now)
             self.sent += 1
+            tokens -= 1
             best.granted.set()
             granted = True
             at = math.inf
         if granted:
             self._notify()
         return at
+
+    async def _take_token(self, bucket: AsyncLimiter) -> None:
+        """Wait for the bucket's next token, then grant it to the best waiter at once.
+
+        A stop or a pause cancels the wait (``_recall_token``) before the bucket counts the
+        token, so none is taken for a request held back by them. A token can still find no
+        place and be lost: after a 429 lowered the pace, or to a pause in the very instant
+        the bucket hands it over. Losing one errs on the side of fewer requests.
+        """
+        with anyio.CancelScope() as scope:
+            self._token_wait = scope
+            try:
+                await bucket.acquire()
+            finally:
+                self._token_wait = None
+            self._grant(tokens=1)
 
     @asynccontextmanager
     async def slot(
@@ -183,6 +245,7 @@ class RateLimiter:
         StopRequested and no place is taken: a create waiting here when a stop is asked for is
         never sent.
         """
+        tokens = math.inf if self._bucket is None else 0  # grants that need no bucket token
         waiter = _Waiter(priority, next(self._seq))
         self._waiters.append(waiter)
         try:
@@ -190,9 +253,14 @@ class RateLimiter:
                 if abandon is not None and abandon.is_set():
                     raise StopRequested("the run is stopping: the request was not sent")
                 wake = self._wake
-                at = self._grant()
+                at = self._grant(tokens)
                 if waiter.granted.is_set():
                     break
+                if at <= self._clock() and self._bucket is not None:
+                    if self._token_wait is None:
+                        await self._take_token(self._bucket)
+                        continue
+                    at = math.inf  # the waiter getting the token wakes everyone when it has
                 delay = at - self._clock()
                 with anyio.move_on_after(delay if math.isfinite(delay) else math.inf):
                     await wake.wait()
@@ -202,6 +270,8 @@ class RateLimiter:
                 self._notify()
             else:
                 self._waiters.remove(waiter)
+                if self._bucket is not None:
+                    self._notify()  # it may have waited for the token: another takes over
             raise
         slot = Slot(self._clock())
         try:

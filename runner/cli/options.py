@@ -50,6 +50,13 @@ def _check_options() -> argparse.ArgumentParser:
         help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
     )
     parent.add_argument(
+        "--burst",
+        type=positive(int),
+        metavar="N",
+        help="also smooth requests: at most N at once, then at the --rate's average pace (for "
+        "a gateway that limits with a small token bucket; default: no smoothing)",
+    )
+    parent.add_argument(
         "--retry-failed",
         action="store_true",
         help="submit again the items that failed in earlier runs",
@@ -218,6 +225,7 @@ def limits_from(args: argparse.Namespace) -> cfg.Limits:
         concurrency=given.get("concurrency", cfg.DEFAULT_CONCURRENCY),
         rate_limit=rate_limit,
         rate_window=rate_window,
+        burst=given.get("burst"),
         poll_min=given.get("poll_min", cfg.DEFAULT_POLL_MIN),
         expected_runtime=given.get("expected_runtime", cfg.DEFAULT_EXPECTED_RUNTIME),
         item_timeout=given.get("item_timeout", cfg.DEFAULT_ITEM_TIMEOUT),

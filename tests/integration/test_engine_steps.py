@@ -125,3 +125,23 @@ async def test_an_image_gone_after_the_checks_fails_its_item_and_the_batch_goes_
     assert str(second) in gone["error"]
     assert len(sim.stats.creates) == 1
     assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("burst", [None, 2])
+async def test_burst_smooths_requests_for_a_gateway_with_a_small_token_bucket(
+    simulator: Any, tmp_path: Path, burst: int | None
+) -> None:
+    """A gateway that limits with a token bucket of 4 (refilled at 20/s) refuses part of a
+    burst that is legal under the runner's strict window of 16 in any second; ``burst`` (an
+    aiolimiter stage in front of the window) spreads the same requests so none is refused."""
+    sim = await simulator(rate_limit=20, rate_window=1.0, rate_burst=4, retry_after=0.2)
+    manifest_path = write_manifest(tmp_path, count=6)
+    limits = replace(FAST, rate_limit=16, rate_window=1.0, burst=burst)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", limits), resume_command="x"
+    )
+    assert result.exit_code == 0, result.text  # 429s are waited out either way
+    if burst is None:
+        assert sim.stats.refused_rate > 0
+    else:
+        assert sim.stats.refused_rate == 0

@@ -1,4 +1,7 @@
-"""The strict request window and the limiter's priorities, from tables."""
+"""The strict request window and the limiter's priorities, from tables.
+
+The limiter's tests run on looptime's virtual clock: waits of a window take no real time.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ import anyio
 import pytest
 
 from runner.api.ratelimit import PRIORITY_CREATE, PRIORITY_POLL, RateLimiter, RequestWindow
+from runner.errors import StopRequested
+
+pytestmark = pytest.mark.looptime
 
 
 def drive(window: RequestWindow, starts: int, latency: float = 0.0) -> list[float]:
@@ -129,6 +135,32 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     assert limiter.sent == 2
 
 
+async def test_the_limiter_lets_requests_go_when_the_window_allows_not_before() -> None:
+    """Two per 10 s, answered at once: pairs go at 0, 10 and 20 s, each as soon as allowed."""
+    limiter = RateLimiter(2, 10.0)
+    start = anyio.current_time()
+    times: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            times.append(anyio.current_time() - start)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(request)
+    assert times == pytest.approx([0.0, 0.0, 10.0, 10.0, 20.0, 20.0], abs=1e-3)
+
+
+async def test_a_retry_after_holds_waiters_until_it_ends() -> None:
+    limiter = RateLimiter(10, 1.0)
+    start = anyio.current_time()
+    limiter.pause(30.0)
+    async with limiter.slot():
+        waited = anyio.current_time() - start
+    assert waited == pytest.approx(30.0, abs=1e-3)
+
+
 async def test_a_refused_request_is_counted_and_lowers_the_pace() -> None:
     limiter = RateLimiter(10, 1.0)
     async with limiter.slot() as slot:
@@ -138,8 +170,6 @@ async def test_a_refused_request_is_counted_and_lowers_the_pace() -> None:
 
 async def test_a_waiter_abandoned_by_a_stop_gives_up_without_taking_a_place() -> None:
     """A create waiting for the window when a stop is asked for must never be sent."""
-    from runner.errors import StopRequested
-
     limiter = RateLimiter(1, 1000.0)
     stop = anyio.Event()
     outcome: list[str] = []
