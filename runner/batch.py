@@ -21,6 +21,7 @@ from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
 from runner.checks.preflight import Report, preflight
 from runner.config import CheckConfig, RunConfig
+from runner.engine.events import Events, Subscriber, to_log
 from runner.engine.scheduler import BatchRunner
 from runner.errors import LedgerError, LockedError, ManifestError, StorageError
 from runner.manifest import Item, Manifest, read_manifest
@@ -70,9 +71,11 @@ async def check_and_run(
     resume_command: str = "",
     handle_signals: bool = False,
     observer: Callable[[str, float], None] | None = None,
+    on_event: Subscriber | None = None,
 ) -> BatchOutcome:
     """Check the batch of ``config.manifest_path`` and, unless ``dry`` or the checks found an
-    error, run it. ``show`` sees the report before the run starts.
+    error, run it. ``show`` sees the report before the run starts; ``on_event`` hears every
+    event of the run (``runner.engine.events``: item records, spend, the log's lines).
 
     ``config.output_dir`` None means ``output/<batch>``. Raises LockedError (another runner
     holds the output directory) and StorageError (it cannot be made or locked) before any
@@ -132,6 +135,7 @@ async def check_and_run(
             resume_command=resume_command,
             handle_signals=handle_signals,
             observer=observer,
+            on_event=on_event,
         )
     return BatchOutcome(report, result, result.exit_code)
 
@@ -143,6 +147,7 @@ async def run_batch(
     resume_command: str = "",
     handle_signals: bool = False,
     observer: Callable[[str, float], None] | None = None,
+    on_event: Subscriber | None = None,
 ) -> RunResult:
     """The library's door: check and run ``config``'s batch (the same checks as the CLI's).
 
@@ -157,6 +162,7 @@ async def run_batch(
         resume_command=resume_command,
         handle_signals=handle_signals,
         observer=observer,
+        on_event=on_event,
     )
     if outcome.result is None:
         raise ManifestError(list(outcome.report.errors))
@@ -182,6 +188,7 @@ async def _run(
     resume_command: str,
     handle_signals: bool,
     observer: Callable[[str, float], None] | None,
+    on_event: Subscriber | None = None,
 ) -> RunResult:
     """Carry ``plan`` out in the locked ``config.output_dir`` and write the summary."""
     assert config.output_dir is not None
@@ -221,6 +228,7 @@ async def _run(
             known_ids=resume.known_ids,
             observer=observer,
             spend=spend,
+            events=Events((to_log(log),) if on_event is None else (to_log(log), on_event)),
         )
         async with anyio.create_task_group() as tg:
             if handle_signals:

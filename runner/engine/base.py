@@ -22,6 +22,7 @@ from runner.api.protocol import Prediction
 from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
 from runner.engine import policy
+from runner.engine.events import Events, ItemChanged, Said, SpendChanged, to_log
 from runner.errors import (
     AccountError,
     ApiBrokenError,
@@ -126,6 +127,7 @@ class RunContext:
         rng: random.Random | None = None,
         observer: Callable[[str, float], None] | None = None,
         spend: Budget | None = None,
+        events: Events | None = None,
     ) -> None:
         self.config = config
         assert config.output_dir is not None, "the output directory is resolved before a run"
@@ -144,6 +146,8 @@ class RunContext:
         #: What the batch has spent and reserved, against --budget (no cap without one).
         self.spend = spend or Budget(None)
         self.outcome = RunOutcome()
+        #: Where item changes, spend and the lines for the user go (``engine.events``).
+        self.events = events or Events((to_log(log),))
         self._stop_submitting = False
         self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' window waits
         self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
@@ -160,7 +164,9 @@ class RunContext:
     def _stopped(self, kind: str, exc: BaseException) -> None:
         if self.outcome.stopped is None:
             self.outcome.stopped = Stop(kind, str(exc))
-            log.error("%s; the run stops, unfinished items are left for the next run", exc)
+            self.say(
+                logging.ERROR, "%s; the run stops, unfinished items are left for the next run", exc
+            )
         self.stop_submitting()
 
     def stop_submitting(self) -> None:
@@ -175,14 +181,19 @@ class RunContext:
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""
         key = job.item.key
-        return self.spend.holds(key) or self.spend.reserve(key, job.item.price_usd)
+        if self.spend.holds(key):
+            return True
+        reserved = self.spend.reserve(key, job.item.price_usd)
+        self._spend_changed()
+        return reserved
 
     def _budget_reached(self, job: Job) -> None:
         """The next create could take the batch over --budget: no new item is started (items
         that hold their reservation go on)."""
         if not self.outcome.budget_reached:
             self.outcome.budget_reached = True
-            log.warning(
+            self.say(
+                logging.WARNING,
                 "%s: the budget of $%.2f is reached ($%.2f spent, $%.2f reserved); "
                 "submitting stopped, the remaining items stay pending",
                 job.item.id,
@@ -195,7 +206,7 @@ class RunContext:
         """The account cannot submit (401/402): stop creating; predictions in flight go on."""
         if self.outcome.account_error is None:
             self.outcome.account_error = str(exc)
-            log.error("the API refused the account: %s; submitting stopped", exc)
+            self.say(logging.ERROR, "the API refused the account: %s; submitting stopped", exc)
         self.stop_submitting()
 
     async def _record_success(self, job: Job, prediction: Prediction) -> None:
@@ -209,9 +220,18 @@ class RunContext:
         )
 
     async def _record(self, job: Job, event: JobState, **fields: object) -> None:
-        """Append one event for ``job`` and apply it; IllegalTransition if the move is a bug."""
+        """Append one event for ``job`` and apply it; IllegalTransition if the move is a bug.
+        Subscribers hear of it once the record is on disk."""
         transition(job.state.state, event)
         record = await self.ledger.append(job.item.id, job.item.key, event.value, **fields)
         job.state = apply(job.state, record)
+        self.events.emit(ItemChanged(job.item.id, event, record))
         if job.state.prediction_id:
             self.known_ids.add(job.state.prediction_id)
+
+    def say(self, level: int, message: str, *args: object) -> None:
+        """A line for the user (``message % args``), to the subscribers (the log among them)."""
+        self.events.emit(Said(level, message % args if args else message))
+
+    def _spend_changed(self) -> None:
+        self.events.emit(SpendChanged(self.spend.spent, self.spend.reserved))

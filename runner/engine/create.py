@@ -5,6 +5,7 @@ table (``decisions``), and a create whose answer was lost settled from the execu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from runner.api.protocol import Prediction
 from runner.checks.images import sniff_content_type
 from runner.config import read_regular_file
 from runner.engine import decisions, policy
-from runner.engine.base import Job, RunContext, log, mono_from_iso
+from runner.engine.base import Job, RunContext, mono_from_iso
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import Verdict, find_prediction
 from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
@@ -74,7 +75,7 @@ class Creating(RunContext):
             url = await self.client.upload(data, content_type)
             await self.ledger.append(item.id, item.key, EVENT_UPLOADED, sha256=sha, public_url=url)
             self.uploads[sha] = url
-            log.info("%s: uploaded %s", item.id, item.image_path.name)
+            self.say(logging.INFO, "%s: uploaded %s", item.id, item.image_path.name)
             return url
 
     async def _upload_went_away(self, job: Job, prediction: Prediction) -> bool:
@@ -88,8 +89,10 @@ class Creating(RunContext):
         await self.ledger.append(
             job.item.id, job.item.key, EVENT_UPLOAD_GONE, sha256=sha, public_url=gone
         )
-        log.warning(
-            "%s: the server could not fetch its uploaded image; it is uploaded again", job.item.id
+        self.say(
+            logging.WARNING,
+            "%s: the server could not fetch its uploaded image; it is uploaded again",
+            job.item.id,
         )
         return True
 
@@ -117,7 +120,8 @@ class Creating(RunContext):
                     "(each create was looked up on the server and found absent)",
                     error_code=CREATE_FAILED,
                 )
-                log.warning(
+                self.say(
+                    logging.WARNING,
                     "%s: gave up after %d creates that made nothing",
                     job.item.id,
                     job.attempts_this_run,
@@ -141,7 +145,7 @@ class Creating(RunContext):
                     error = str(exc) if image else f"image upload refused: {exc}"
                     code = IMAGE_UNREADABLE if image else UPLOAD_REFUSED
                     await self._record(job, JobState.FAILED, error=error, error_code=code)
-                    log.warning("%s: failed: %s", job.item.id, error)
+                    self.say(logging.WARNING, "%s: failed: %s", job.item.id, error)
                     return False
                 failures += 1
                 if await self._leave_pending(job, failures, f"image upload failed: {exc}"):
@@ -153,12 +157,15 @@ class Creating(RunContext):
             attempt = await self._create(job, job.item.request_input(image_url))
             if attempt.step not in (Step.GO_ON, Step.RECONCILE):
                 self.spend.release(job.item.key)  # it created nothing
+                self._spend_changed()
             match attempt.step:
                 case Step.GO_ON:
                     self._nonsense = 0
                     job.submitted_at = anyio.current_time()
                     job.last_poll_at = None
-                    log.info("%s: submitted as %s", job.item.id, attempt.prediction_id)
+                    self.say(
+                        logging.INFO, "%s: submitted as %s", job.item.id, attempt.prediction_id
+                    )
                     return True
                 case Step.WAIT_FOR_ROOM:
                     refusals += 1
@@ -171,8 +178,11 @@ class Creating(RunContext):
                     )
                 case Step.RECONCILE:
                     assert isinstance(attempt.error, AmbiguousCreateError)
-                    log.warning(
-                        "%s: create answer lost (%s); reconciling", job.item.id, attempt.error
+                    self.say(
+                        logging.WARNING,
+                        "%s: create answer lost (%s); reconciling",
+                        job.item.id,
+                        attempt.error,
                     )
                     self._count_nonsense(attempt.error)
                     verdict = await self._reconcile(job)
@@ -185,7 +195,7 @@ class Creating(RunContext):
                     if await self._leave_pending(job, failures, str(attempt.error)):
                         return False
                 case Step.FAIL:
-                    log.warning("%s: create refused: %s", job.item.id, attempt.error)
+                    self.say(logging.WARNING, "%s: create refused: %s", job.item.id, attempt.error)
                     return False
                 case _:  # LEAVE (stopped before sending), STOP_RUN (account refused)
                     return False
@@ -269,9 +279,15 @@ class Creating(RunContext):
         """Back off after a failure that created nothing; after a few, True: the item is left
         pending for the next run (never failed for a network reason)."""
         if decisions.leave_after_failures(failures, MAX_CREATE_FAILURES):
-            log.warning("%s: left pending after %d failures: %s", job.item.id, failures, message)
+            self.say(
+                logging.WARNING,
+                "%s: left pending after %d failures: %s",
+                job.item.id,
+                failures,
+                message,
+            )
             return True
-        log.warning("%s: %s; trying again", job.item.id, message)
+        self.say(logging.WARNING, "%s: %s; trying again", job.item.id, message)
         await anyio.sleep(policy.backoff(failures, base=1.0, cap=30.0, rng=self.rng))
         return False
 
@@ -310,7 +326,8 @@ class Creating(RunContext):
                 break
             else:
                 wait = max(0.0, min(settled_at - now, wait))
-            log.info(
+            self.say(
+                logging.INFO,
                 "%s: its create is not in the executions list yet; looking again in %.1f s",
                 job.item.id,
                 wait,
@@ -321,18 +338,21 @@ class Creating(RunContext):
             await self._record(job, JobState.SUBMITTED, prediction_id=found, reconciled=True)
             job.submitted_at = mono_from_iso(job.state.submitting_ts, anyio.current_time())
             job.last_poll_at = None
-            log.info("%s: found its prediction %s on the server", job.item.id, found)
+            self.say(logging.INFO, "%s: found its prediction %s on the server", job.item.id, found)
         elif verdict is Verdict.ABSENT:
             self.spend.release(job.item.key)
+            self._spend_changed()
             await self._record(
                 job, JobState.PENDING, reason="reconciled: no prediction was created"
             )
         elif self.config.resubmit_ambiguous:
             self.spend.release(job.item.key)  # the new create reserves again
+            self._spend_changed()
             await self._record(job, JobState.PENDING, reason="ambiguous: resubmitting as asked")
             return Verdict.ABSENT
         else:
-            log.warning(
+            self.say(
+                logging.WARNING,
                 "%s: cannot tell whether its lost create made a prediction; left for you to "
                 "decide (--resubmit-ambiguous submits it again)",
                 job.item.id,

@@ -5,6 +5,7 @@ decision table (``decisions``); and the check that a video an earlier run saved 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,7 @@ import anyio
 from runner.api.protocol import RemoteStatus
 from runner.api.transfers import fetch_video
 from runner.engine import decisions
-from runner.engine.base import RUN_STOPPERS, Job, RunContext, log
+from runner.engine.base import RUN_STOPPERS, Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.errors import RunnerError
 from runner.jobs import JobState
@@ -58,16 +59,18 @@ class Fetching(RunContext):
                         raise
                     fresh = step is Step.REFRESH_URL and fresh_url_tries == 0
                     if fresh and job.state.prediction_id:
-                        log.info("%s: output URL expired; asking for a fresh one", item.id)
+                        self.say(
+                            logging.INFO, "%s: output URL expired; asking for a fresh one", item.id
+                        )
                         if await self._refresh_url(job):
                             continue
                     await self._record(
                         job, JobState.FAILED, error=str(exc), error_code=DOWNLOAD_FAILED
                     )
                     if outcome is Outcome.FILE:
-                        log.warning("%s: cannot save its video: %s", item.id, exc)
+                        self.say(logging.WARNING, "%s: cannot save its video: %s", item.id, exc)
                     else:
-                        log.warning("%s: download failed: %s", item.id, exc)
+                        self.say(logging.WARNING, "%s: download failed: %s", item.id, exc)
                     return
                 await self._record(
                     job,
@@ -76,7 +79,7 @@ class Fetching(RunContext):
                     bytes=got.bytes,
                     sha256=got.sha256,
                 )
-                log.info("%s: saved %s (%d bytes)", item.id, dest.name, got.bytes)
+                self.say(logging.INFO, "%s: saved %s (%d bytes)", item.id, dest.name, got.bytes)
                 return
 
     async def _refresh_url(self, job: Job) -> bool:
@@ -86,7 +89,7 @@ class Fetching(RunContext):
         except RunnerError as exc:
             if decisions.decide(Phase.REFRESH, decisions.classify(exc)) is Step.STOP_RUN:
                 raise
-            log.warning("%s: could not re-poll for a fresh URL: %s", job.item.id, exc)
+            self.say(logging.WARNING, "%s: could not re-poll for a fresh URL: %s", job.item.id, exc)
             return False
         if prediction.status is not RemoteStatus.SUCCESS or prediction.output_url is None:
             return False

@@ -6,13 +6,14 @@ watched for ``cancel_grace``; and the one look at a prediction an earlier run ga
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import anyio
 
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.engine import decisions, policy
-from runner.engine.base import Job, RunContext, log
+from runner.engine.base import Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import listed
 from runner.errors import RunnerError
@@ -43,16 +44,20 @@ class Polling(RunContext):
             if decisions.decide(Phase.RECHECK, outcome) is Step.STOP_RUN:
                 raise
             if outcome is Outcome.NOT_FOUND:
-                log.info(
+                self.say(
+                    logging.INFO,
                     "%s: its prediction %s is still unknown to the server",
                     job.item.id,
                     prediction_id,
                 )
                 return Action.SUBMIT if self.config.retry_failed else Action.DONE
-            log.warning("%s: could not look at its prediction again: %s", job.item.id, exc)
+            self.say(
+                logging.WARNING, "%s: could not look at its prediction again: %s", job.item.id, exc
+            )
             return Action.DONE
         if not prediction.status.terminal or prediction.status is RemoteStatus.SUCCESS:
-            log.info(
+            self.say(
+                logging.INFO,
                 "%s: its prediction %s is %s after all",
                 job.item.id,
                 prediction_id,
@@ -68,6 +73,7 @@ class Polling(RunContext):
             cost=prediction.cost,
         )
         self.spend.settle(job.item.key, 0)
+        self._spend_changed()
         return Action.SUBMIT if self.config.retry_failed else Action.DONE
 
     async def _poll(self, job: Job) -> Prediction | None:
@@ -121,7 +127,8 @@ class Polling(RunContext):
                 if step is Step.MISSING:
                     if missing_since is None:
                         missing_since = now
-                        log.warning(
+                        self.say(
+                            logging.WARNING,
                             "%s: the server does not know prediction %s (yet?); polling on",
                             job.item.id,
                             prediction_id,
@@ -131,7 +138,8 @@ class Polling(RunContext):
                         if not decisions.missing_for_good(
                             now - missing_since, self.limits.lost_after, shown
                         ):
-                            log.info(
+                            self.say(
+                                logging.INFO,
                                 "%s: %s is listed in executions; polling on",
                                 job.item.id,
                                 prediction_id,
@@ -152,7 +160,7 @@ class Polling(RunContext):
                 errors += 1
                 last_error = exc
                 if errors == 1 or errors % LOG_EVERY == 0:
-                    log.warning("%s: poll failed (%s); polling on", job.item.id, exc)
+                    self.say(logging.WARNING, "%s: poll failed (%s); polling on", job.item.id, exc)
                 refused = outcome in (Outcome.REFUSED, Outcome.PROTOCOL)
                 if refused and decisions.fail_after_refusals(errors, MAX_POLL_REFUSALS):
                     await self._record(
@@ -176,7 +184,11 @@ class Polling(RunContext):
                         self.observer(prediction_id, seen)
                     if prediction.status is RemoteStatus.SUCCESS:
                         if cancelling is not None:
-                            log.info("%s: succeeded after all while being cancelled", job.item.id)
+                            self.say(
+                                logging.INFO,
+                                "%s: succeeded after all while being cancelled",
+                                job.item.id,
+                            )
                         self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
                     elif cancelling is not None and prediction.status is RemoteStatus.CANCELLED:
                         await self._record_timeout(job, prediction_id, cancelling, ended=True)
@@ -207,9 +219,10 @@ class Polling(RunContext):
             # Best effort: whatever it answers, polling tells how the prediction ends.
             if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:
                 raise
-            log.warning("%s: cancel after timeout failed: %s", job.item.id, exc)
+            self.say(logging.WARNING, "%s: cancel after timeout failed: %s", job.item.id, exc)
         else:
-            log.warning(
+            self.say(
+                logging.WARNING,
                 "%s: no result after %.0f s; cancel asked, watching how it ends",
                 job.item.id,
                 self.limits.item_timeout,
@@ -235,3 +248,4 @@ class Polling(RunContext):
             job, JobState.FAILED, prediction_id=prediction_id, error=error, error_code=code
         )
         self.spend.settle(job.item.key, 0)  # a cancelled prediction is not billed
+        self._spend_changed()

@@ -30,13 +30,15 @@ The money rules (each a row of ``decisions``' table, carried out by ``create``, 
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import anyio
 
 from runner.api.client import EachlabsClient
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
-from runner.engine.base import RUN_STOPPERS, InFlight, Job, RunOutcome, log, mono_from_iso
+from runner.engine.base import RUN_STOPPERS, InFlight, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
 from runner.engine.fetch import Fetching, verify_done
 from runner.engine.poll import Polling
@@ -151,14 +153,20 @@ class BatchRunner(Creating, Polling, Fetching):
             if prediction is None:
                 return None
             if prediction.cost_problem:
-                log.warning("%s: %s", job.item.id, prediction.cost_problem)
+                self.say(logging.WARNING, "%s: %s", job.item.id, prediction.cost_problem)
             # A failed or cancelled prediction is not billed; a success costs metrics.cost
             # (unknown: the estimate stands).
             billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0
             self.spend.settle(job.item.key, billed)
+            self._spend_changed()
             if prediction.status is RemoteStatus.SUCCESS:
                 await self._record_success(job, prediction)
-                log.info("%s: succeeded (%.0f s)", job.item.id, prediction.predict_time or 0)
+                self.say(
+                    logging.INFO,
+                    "%s: succeeded (%.0f s)",
+                    job.item.id,
+                    prediction.predict_time or 0,
+                )
                 return prediction
             retryable = prediction.retryable or await self._upload_went_away(job, prediction)
             retry = (
@@ -176,7 +184,12 @@ class BatchRunner(Creating, Polling, Fetching):
                 cost=prediction.cost,
             )
             if not retry:
-                log.warning("%s: failed: %s", job.item.id, prediction.error)
+                self.say(logging.WARNING, "%s: failed: %s", job.item.id, prediction.error)
                 return prediction
-            log.info("%s: retryable failure (%s); submitting again", job.item.id, prediction.error)
+            self.say(
+                logging.INFO,
+                "%s: retryable failure (%s); submitting again",
+                job.item.id,
+                prediction.error,
+            )
             action = Action.SUBMIT

@@ -4,6 +4,7 @@ the library runs the same checks as the CLI."""
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,13 @@ import pytest
 
 from runner import ManifestError, run_batch
 from runner.cli import command
+from runner.engine.events import Event, ItemChanged, Said, SpendChanged
+from runner.jobs import JobState
 
-from .helpers import FAST, run_config, write_manifest
+from .helpers import FAST, ledger_events, run_config, write_manifest
+
+#: The ledger's events that change an item's state (uploads are not one).
+_STATES = {state.value for state in JobState}
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,3 +80,26 @@ async def test_the_library_runs_the_checks_and_refuses_a_bad_batch_spending_noth
     assert sim.stats.creates == [] and sim.stats.uploads == 0
     # At most the model schema cache was written (as by ``validate``): no ledger, no video.
     assert not (output / "ledger.jsonl").exists() and not list(output.glob("*.mp4"))
+
+
+async def test_subscribers_hear_every_record_the_spend_and_the_lines_of_the_log(
+    simulator: Any, tmp_path: Path
+) -> None:
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=3)
+    output = tmp_path / "out"
+    heard: list[Event] = []
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, output), resume_command="x", on_event=heard.append
+    )
+    assert result.exit_code == 0, result.text
+    states = [r["event"] for r in ledger_events(output) if r["event"] in _STATES]
+    changed = [e for e in heard if isinstance(e, ItemChanged)]
+    assert [(e.item_id, e.state.value) for e in changed] == [
+        (r["item"], r["event"]) for r in ledger_events(output) if r["event"] in _STATES
+    ]
+    assert len(states) == 3 * 4  # submitting, submitted, succeeded, downloaded
+    spend = [e for e in heard if isinstance(e, SpendChanged)]
+    assert spend[-1] == SpendChanged(Decimal("1.29"), Decimal(0))
+    said = [e.text for e in heard if isinstance(e, Said)]
+    assert any(text.startswith("item-001: submitted as ") for text in said)
