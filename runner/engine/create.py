@@ -15,9 +15,9 @@ from runner.api.protocol import Prediction
 from runner.checks.images import sniff_content_type
 from runner.config import read_regular_file
 from runner.engine import decisions, policy
-from runner.engine.base import Job, RunContext, mono_from_iso
+from runner.engine.base import Job
 from runner.engine.decisions import Outcome, Phase, Step
-from runner.engine.reconcile import Verdict, find_prediction
+from runner.engine.reconcile import Reconciling, Verdict
 from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
 from runner.jobs import JobState
 from runner.store import videos
@@ -26,8 +26,6 @@ from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
 #: Failures that created nothing (uploads, creates never sent) before the item is left
 #: pending for the next run.
 MAX_CREATE_FAILURES = 5
-#: Failed executions lookups a lost create gets before it is left undecided.
-RECONCILE_UNANSWERED_LOOKS = 3
 #: The error code the upstream gives a prediction whose input image could not be fetched.
 INPUT_DOWNLOAD_ERROR = "INPUT_DOWNLOAD_ERROR"
 #: An item whose creates never made a prediction (each was looked up and found absent).
@@ -57,7 +55,7 @@ def read_image(path: Path) -> bytes:
         return read_regular_file(path, MAX_UPLOAD_BYTES)
 
 
-class Creating(RunContext):
+class Creating(Reconciling):
     """The create phase of an item's life."""
 
     async def _image_url(self, job: Job) -> str:
@@ -290,72 +288,3 @@ class Creating(RunContext):
         self.say(logging.WARNING, "%s: %s; trying again", job.item.id, message)
         await anyio.sleep(policy.backoff(failures, base=1.0, cap=30.0, rng=self.rng))
         return False
-
-    async def _reconcile(self, job: Job) -> Verdict:
-        """Settle a create whose answer was lost: attach to its prediction, or free the item.
-
-        The executions list may lag: the prediction counts as absent only once lookups have
-        shown nothing for ``reconcile_settle`` seconds after the create's answer came (after a
-        crash: could at the latest have come). A lookup that fails (the list answered 500s in
-        production) is asked again, for another ``reconcile_settle`` past that and at least
-        RECONCILE_UNANSWERED_LOOKS times; only then is the item left undecided.
-        """
-        start = anyio.current_time()
-        sent = mono_from_iso(job.state.submitting_ts, start)
-        # The server may have made the prediction at any moment until the create's answer came
-        # (or the client gave up on it), and the list lags from then: count from that moment.
-        answered = start if sent is None else min(start, sent + self.limits.request_timeout)
-        settled_at = answered + self.limits.reconcile_settle
-        looks = unanswered = 0
-        while True:
-            # What counts is when the list was asked, not when the candidates' polls were done:
-            # a list read before the settle time may lack a row that shows a moment later.
-            asked = anyio.current_time()
-            verdict, found = await find_prediction(
-                self.client, job.item, job.state, self.uploads, exclude=self.known_ids
-            )
-            looks += 1
-            now = anyio.current_time()
-            wait = policy.backoff(looks, base=2 * self.limits.fault_wait, cap=30.0, rng=self.rng)
-            if verdict is Verdict.UNANSWERED:
-                unanswered += 1
-                late = max(settled_at, start) + self.limits.reconcile_settle
-                if now >= late and unanswered >= RECONCILE_UNANSWERED_LOOKS:
-                    break
-            elif verdict is Verdict.FOUND or asked >= settled_at:
-                break
-            else:
-                wait = max(0.0, min(settled_at - now, wait))
-            self.say(
-                logging.INFO,
-                "%s: its create is not in the executions list yet; looking again in %.1f s",
-                job.item.id,
-                wait,
-            )
-            await anyio.sleep(wait)
-        if verdict is Verdict.FOUND:
-            assert found is not None
-            await self._record(job, JobState.SUBMITTED, prediction_id=found, reconciled=True)
-            job.submitted_at = mono_from_iso(job.state.submitting_ts, anyio.current_time())
-            job.last_poll_at = None
-            self.say(logging.INFO, "%s: found its prediction %s on the server", job.item.id, found)
-        elif verdict is Verdict.ABSENT:
-            self.spend.release(job.item.key)
-            self._spend_changed()
-            await self._record(
-                job, JobState.PENDING, reason="reconciled: no prediction was created"
-            )
-        elif self.config.resubmit_ambiguous:
-            self.spend.release(job.item.key)  # the new create reserves again
-            self._spend_changed()
-            await self._record(job, JobState.PENDING, reason="ambiguous: resubmitting as asked")
-            return Verdict.ABSENT
-        else:
-            self.say(
-                logging.WARNING,
-                "%s: cannot tell whether its lost create made a prediction; left for you to "
-                "decide (--resubmit-ambiguous submits it again)",
-                job.item.id,
-            )
-            verdict = Verdict.UNDECIDED
-        return verdict
