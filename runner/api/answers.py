@@ -4,12 +4,15 @@
 (``runner.api.requester``) does next: the error a non-2xx status becomes (``status_error``),
 the next hop of a redirect or why it is refused (``next_hop``: the key never goes to another
 origin), whether a fault is worth asking again (``transient``), and what of the server's text
-may be shown (``scrub``, ``request_id``). The bodies themselves are ``runner.api.protocol``'s.
+may be shown (``scrub``, ``request_id``), and how long to wait before asking again
+(``backoff``, which the engine's waits share). The bodies themselves are
+``runner.api.protocol``'s.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,3 +142,9 @@ def scrub(text: str, key: str) -> str:
     if len(key) >= 8:
         return text.replace(key, "***")
     return text
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: a uniform draw in [base/2, min(cap, base * 2**attempt)]."""
+    ceiling = min(cap, base * (2 ** max(0, attempt)))
+    return rng.uniform(min(base / 2, ceiling), ceiling)

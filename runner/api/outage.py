@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from functools import partial
 
-from runner.engine import policy
+from runner.api.answers import backoff
 from runner.errors import ApiUnavailableError, TransportError
 
 log = logging.getLogger("runner")
@@ -71,6 +71,4 @@ class Outage:
 
 def unreachable_wait(attempt: int, *, rng: random.Random) -> float:
     """The jittered wait before the ``attempt``-th retry of an unreachable API (1: ~0.5 s)."""
-    return policy.backoff(
-        attempt - 1, base=UNREACHABLE_WAIT_BASE, cap=UNREACHABLE_WAIT_MAX, rng=rng
-    )
+    return backoff(attempt - 1, base=UNREACHABLE_WAIT_BASE, cap=UNREACHABLE_WAIT_MAX, rng=rng)

@@ -40,7 +40,6 @@ from runner.api.answers import IDEMPOTENT_RETRIES, Answer
 from runner.api.outage import Outage
 from runner.api.ratelimit import Priority, RateLimiter
 from runner.config import redact_url
-from runner.engine import policy
 from runner.errors import (
     ApiBrokenError,
     ApiProtocolError,
@@ -324,7 +323,7 @@ class Requester:
 def _fault_wait(retry: int, *, base: float, rng: random.Random) -> float:
     """Jittered base/2 to base (0.25-0.5 s by default), then doubling: a transient fault clears
     within a second or two."""
-    return policy.backoff(retry, base=base, cap=8 * base, rng=rng)
+    return answers.backoff(retry, base=base, cap=8 * base, rng=rng)
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:

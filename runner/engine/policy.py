@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import bisect
 import math
-import random
 from dataclasses import dataclass, field
+
+from runner.api.answers import backoff as backoff  # the engine's back-offs are the API's
 
 #: Spread of the prior in log space: with a 200 s prior, 1 % of runs under ~90 s, 1 % over ~450 s.
 PRIOR_SIGMA = 0.35
@@ -144,9 +145,3 @@ def finished_age(submitted_at: float, last_miss: float | None, seen_at: float) -
     and the poll that saw it."""
     before = submitted_at if last_miss is None else last_miss
     return (before + seen_at) / 2 - submitted_at
-
-
-def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: a uniform draw in [base/2, min(cap, base * 2**attempt)]."""
-    ceiling = min(cap, base * (2 ** max(0, attempt)))
-    return rng.uniform(min(base / 2, ceiling), ceiling)
