@@ -137,3 +137,8 @@ def item_label(index: int, item_id: str | None = None) -> str:
 
 def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def of_severity(diagnostics: Iterable[Diagnostic], severity: Severity) -> list[Diagnostic]:
+    """The diagnostics of one severity, in their order."""
+    return [d for d in diagnostics if d.severity is severity]

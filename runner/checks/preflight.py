@@ -28,7 +28,16 @@ from runner.api.client import EachlabsClient
 from runner.checks import items
 from runner.checks.items import ModelCheck
 from runner.config import CheckConfig
-from runner.diagnostics import Code, Diagnostic, Place, Severity, error, ordered, warning
+from runner.diagnostics import (
+    Code,
+    Diagnostic,
+    Place,
+    Severity,
+    error,
+    of_severity,
+    ordered,
+    warning,
+)
 from runner.errors import ConfigError, LedgerError
 from runner.manifest import Manifest, ManifestReading, read_manifest
 from runner.store import ledger
@@ -57,11 +66,11 @@ class Report:
 
     @property
     def errors(self) -> list[Diagnostic]:
-        return [p for p in self.problems if p.severity is Severity.ERROR]
+        return of_severity(self.problems, Severity.ERROR)
 
     @property
     def warnings(self) -> list[Diagnostic]:
-        return [p for p in self.problems if p.severity is Severity.WARNING]
+        return of_severity(self.problems, Severity.WARNING)
 
 
 async def preflight(

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import cost, models
-from runner.diagnostics import Diagnostic, Place, Severity, item_label
+from runner.diagnostics import Diagnostic, Place, Severity, item_label, of_severity
 from runner.errors import ManifestError
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
 from runner.manifest.document import MAX_NODES, compose, expanded_size
@@ -167,11 +167,11 @@ class ManifestReading:
 
     @property
     def errors(self) -> list[Diagnostic]:
-        return [p for p in self.problems if p.severity is Severity.ERROR]
+        return of_severity(self.problems, Severity.ERROR)
 
     @property
     def warnings(self) -> list[Diagnostic]:
-        return [p for p in self.problems if p.severity is Severity.WARNING]
+        return of_severity(self.problems, Severity.WARNING)
 
     def manifest(self) -> Manifest:
         """The runnable Manifest; raises ManifestError listing every error if there is one."""
