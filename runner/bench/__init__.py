@@ -36,7 +36,7 @@ ITEMS = 200
 SLOTS = 10
 SEED = 2026
 KEY = "bench-key"
-IMAGES = Path(__file__).resolve().parent.parent / "manifests" / "images"
+IMAGES = Path(__file__).resolve().parents[2] / "manifests" / "images"
 
 SCENARIO_LIMIT = 60
 SETUP_TRIES = 5
