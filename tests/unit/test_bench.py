@@ -31,3 +31,11 @@ def test_busiest_window_counts_half_open_windows(
     times: list[float], length: float, busiest: int
 ) -> None:
     assert busiest_window(times, length) == busiest
+
+
+def test_the_bench_finds_the_example_images_it_uploads() -> None:
+    """The scenario's images are the example manifest's (an empty glob makes every client's
+    request list empty and the bench divide by zero)."""
+    from runner.bench import IMAGES
+
+    assert len(sorted(IMAGES.glob("*.png"))) >= 2
