@@ -21,7 +21,7 @@ from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
 from runner.checks.preflight import Report, preflight
 from runner.config import CheckConfig, RunConfig
-from runner.engine.events import Events, Subscriber, to_log
+from runner.engine.events import Subscriber
 from runner.engine.scheduler import BatchRunner
 from runner.errors import LedgerError, LockedError, ManifestError, StorageError
 from runner.manifest import Item, Manifest, read_manifest
@@ -228,7 +228,7 @@ async def _run(
             known_ids=resume.known_ids,
             observer=observer,
             spend=spend,
-            events=Events((to_log(log),) if on_event is None else (to_log(log), on_event)),
+            subscribers=() if on_event is None else (on_event,),
         )
         async with anyio.create_task_group() as tg:
             if handle_signals:

@@ -22,7 +22,7 @@ from runner.api.protocol import Prediction
 from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
 from runner.engine import policy
-from runner.engine.events import Events, ItemChanged, Said, SpendChanged, to_log
+from runner.engine.events import Events, ItemChanged, Said, SpendChanged, Subscriber, to_log
 from runner.errors import (
     AccountError,
     ApiBrokenError,
@@ -127,7 +127,7 @@ class RunContext:
         rng: random.Random | None = None,
         observer: Callable[[str, float], None] | None = None,
         spend: Budget | None = None,
-        events: Events | None = None,
+        subscribers: tuple[Subscriber, ...] = (),
     ) -> None:
         self.config = config
         assert config.output_dir is not None, "the output directory is resolved before a run"
@@ -143,11 +143,13 @@ class RunContext:
         #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
         self.observer = observer
         self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
+        #: Where item changes, spend and the lines for the user go (``engine.events``): the
+        #: log, then the caller's ``subscribers``.
+        self.events = Events((to_log(log), *subscribers))
         #: What the batch has spent and reserved, against --budget (no cap without one).
         self.spend = spend or Budget(None)
+        self.spend.watch(self._spend_changed)
         self.outcome = RunOutcome()
-        #: Where item changes, spend and the lines for the user go (``engine.events``).
-        self.events = events or Events((to_log(log),))
         self._stop_submitting = False
         self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' window waits
         self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
@@ -181,11 +183,7 @@ class RunContext:
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""
         key = job.item.key
-        if self.spend.holds(key):
-            return True
-        reserved = self.spend.reserve(key, job.item.price_usd)
-        self._spend_changed()
-        return reserved
+        return self.spend.holds(key) or self.spend.reserve(key, job.item.price_usd)
 
     def _budget_reached(self, job: Job) -> None:
         """The next create could take the batch over --budget: no new item is started (items

@@ -155,7 +155,6 @@ class Creating(Reconciling):
             attempt = await self._create(job, job.item.request_input(image_url))
             if attempt.step not in (Step.GO_ON, Step.RECONCILE):
                 self.spend.release(job.item.key)  # it created nothing
-                self._spend_changed()
             match attempt.step:
                 case Step.GO_ON:
                     self._nonsense = 0

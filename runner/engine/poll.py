@@ -73,7 +73,6 @@ class Polling(RunContext):
             cost=prediction.cost,
         )
         self.spend.settle(job.item.key, 0)
-        self._spend_changed()
         return Action.SUBMIT if self.config.retry_failed else Action.DONE
 
     async def _poll(self, job: Job) -> Prediction | None:
@@ -248,4 +247,3 @@ class Polling(RunContext):
             job, JobState.FAILED, prediction_id=prediction_id, error=error, error_code=code
         )
         self.spend.settle(job.item.key, 0)  # a cancelled prediction is not billed
-        self._spend_changed()

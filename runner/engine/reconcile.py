@@ -172,13 +172,11 @@ class Reconciling(RunContext):
             self.say(logging.INFO, "%s: found its prediction %s on the server", job.item.id, found)
         elif verdict is Verdict.ABSENT:
             self.spend.release(job.item.key)
-            self._spend_changed()
             await self._record(
                 job, JobState.PENDING, reason="reconciled: no prediction was created"
             )
         elif self.config.resubmit_ambiguous:
             self.spend.release(job.item.key)  # the new create reserves again
-            self._spend_changed()
             await self._record(job, JobState.PENDING, reason="ambiguous: resubmitting as asked")
             return Verdict.ABSENT
         else:

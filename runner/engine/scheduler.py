@@ -158,7 +158,6 @@ class BatchRunner(Creating, Polling, Fetching):
             # (unknown: the estimate stands).
             billed = prediction.cost if prediction.status is RemoteStatus.SUCCESS else 0
             self.spend.settle(job.item.key, billed)
-            self._spend_changed()
             if prediction.status is RemoteStatus.SUCCESS:
                 await self._record_success(job, prediction)
                 self.say(

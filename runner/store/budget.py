@@ -12,7 +12,7 @@ records (``recorded_spend``), and predictions resumed in flight are counted with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +39,15 @@ class Budget:
         self.budget_usd = None if budget_usd is None else _amount(budget_usd)
         self.spent = _amount(spent_before)
         self._reserved: dict[str, Decimal] = {}
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` after every change of what is spent or reserved."""
+        self._watchers.append(changed)
+
+    def _changed(self) -> None:
+        for changed in self._watchers:
+            changed()
 
     @property
     def reserved(self) -> Decimal:
@@ -61,6 +70,7 @@ class Budget:
         if not self.fits(estimate):
             return False
         self._reserved[key] = _amount(estimate)
+        self._changed()
         return True
 
     def holds(self, key: str) -> bool:
@@ -70,6 +80,7 @@ class Budget:
     def hold(self, key: str, estimate: Amount) -> None:
         """Count a prediction that already exists (resumed in flight) whatever the budget."""
         self._reserved[key] = self._reserved.get(key, ZERO) + _amount(estimate)
+        self._changed()
 
     def settle(self, key: str, cost: Amount | None) -> None:
         """The prediction of ``key`` ended: its actual ``cost`` replaces the reservation.
@@ -80,10 +91,12 @@ class Budget:
         estimate = self._reserved.pop(key, None)
         amount = _amount(cost) if cost is not None else estimate
         self.spent += amount or ZERO
+        self._changed()
 
     def release(self, key: str) -> None:
         """The create of ``key`` created nothing: drop its reservation (if any)."""
-        self._reserved.pop(key, None)
+        if self._reserved.pop(key, None) is not None:
+            self._changed()
 
 
 def recorded_spend(records: Iterable[Mapping[str, Any]]) -> Decimal:

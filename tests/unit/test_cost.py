@@ -180,3 +180,21 @@ def test_budget_amounts_parse(text: str, value: float) -> None:
 def test_a_budget_that_is_not_an_amount_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match="--budget must be"):
         parse_usd(text, "--budget")
+
+
+def test_a_watcher_hears_every_change_of_spent_or_reserved_and_nothing_else() -> None:
+    budget = Budget(1)
+    seen: list[tuple[Decimal, Decimal]] = []
+    budget.watch(lambda: seen.append((budget.spent, budget.reserved)))
+    assert budget.reserve("a", 0.43)
+    assert not budget.reserve("b", 0.6)  # over the budget: nothing reserved, nothing heard
+    budget.hold("c", 0.1)
+    budget.release("nobody")  # held nothing: nothing changes
+    budget.release("c")
+    budget.settle("a", 0.43)
+    assert seen == [
+        (Decimal(0), Decimal("0.43")),
+        (Decimal(0), Decimal("0.53")),
+        (Decimal(0), Decimal("0.43")),
+        (Decimal("0.43"), Decimal(0)),
+    ]
