@@ -1,14 +1,11 @@
 """Fetching a finished prediction's video: through the transfer with its own retries, a fresh
 output URL asked for once when the old one expired, each failure's step taken from the
-decision table (``decisions``); and the check that a video an earlier run saved is intact.
+decision table (``decisions``).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
-import anyio
 
 from runner.api.protocol import RemoteStatus
 from runner.api.transfers import fetch_video
@@ -17,9 +14,8 @@ from runner.engine.base import RUN_STOPPERS, Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.errors import RunnerError
 from runner.jobs import JobState
-from runner.store.ledger import KeyState
 from runner.store.plan import DOWNLOAD_FAILED
-from runner.store.videos import verify, video_path
+from runner.store.videos import video_path
 
 
 class Fetching(RunContext):
@@ -95,12 +91,3 @@ class Fetching(RunContext):
             return False
         await self._record_success(job, prediction)
         return True
-
-
-async def verify_done(output_dir: Path, state: KeyState) -> bool:
-    """Whether a downloaded item's file is still there and matches the ledger."""
-    if state.path is None:
-        return False
-    return await anyio.to_thread.run_sync(
-        verify, output_dir / state.path, state.bytes, state.sha256
-    )

@@ -40,14 +40,14 @@ from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
 from runner.engine.base import RUN_STOPPERS, InFlight, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
-from runner.engine.fetch import Fetching, verify_done
+from runner.engine.fetch import Fetching
 from runner.engine.poll import Polling
 from runner.engine.reconcile import Verdict
 from runner.errors import AccountError, ApiBrokenError, ApiUnavailableError, StorageError
 from runner.jobs import JobState
 from runner.store.plan import Action
 
-__all__ = ["BatchRunner", "verify_done"]
+__all__ = ["BatchRunner"]
 
 
 class BatchRunner(Creating, Polling, Fetching):
