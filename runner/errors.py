@@ -58,6 +58,12 @@ class StorageError(RunnerError):
     """
 
 
+def os_cause(exc: OSError) -> str:
+    """An OSError as a short cause for a StorageError's message: ``No space left on device``,
+    ``Read-only file system``..."""
+    return exc.strerror or str(exc)
+
+
 class LedgerError(StorageError):
     """The ledger cannot be read or appended to."""
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import LockedError, StorageError
+from runner.errors import LockedError, StorageError, os_cause
 
 LOCK_NAME = ".lock"
 
@@ -31,14 +31,14 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise StorageError(f"cannot create the lock file {path}: {_why(exc)}") from None
+            raise StorageError(f"cannot create the lock file {path}: {os_cause(exc)}") from None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             yield
             return
         except OSError as again:
-            raise StorageError(f"cannot open the lock file {path}: {_why(again)}") from None
+            raise StorageError(f"cannot open the lock file {path}: {os_cause(again)}") from None
     try:
         _lock(fd, output_dir)
         yield
@@ -57,24 +57,6 @@ def _lock(fd: int, output_dir: Path) -> None:
         ) from None
 
 
-def refuse_if_locked(output_dir: Path) -> None:
-    """Raise LockedError if another runner holds ``output_dir`` now; creates nothing."""
-    try:
-        fd = os.open(output_dir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # no runner has ever worked there (or --output is a file: said later)
-    except OSError as exc:
-        raise StorageError(f"cannot open the lock file in {output_dir}: {_why(exc)}") from None
-    try:
-        _lock(fd, output_dir)
-    finally:
-        os.close(fd)  # closing releases a lock this probe took
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 def prepare_output_dir(output_dir: Path) -> None:
     """Create the output directory if needed; StorageError if it is a file or cannot be made."""
     if output_dir.is_dir():
@@ -85,7 +67,7 @@ def prepare_output_dir(output_dir: Path) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(
-            f"cannot create the output directory {output_dir}: {_why(exc)}"
+            f"cannot create the output directory {output_dir}: {os_cause(exc)}"
         ) from None
 
 
@@ -112,4 +94,4 @@ def write_json_atomically(path: Path, data: object) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise StorageError(f"cannot write {path}: {_why(exc)}") from None
+        raise StorageError(f"cannot write {path}: {os_cause(exc)}") from None

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from runner.errors import StorageError
+from runner.errors import StorageError, os_cause
 from runner.store.mp4 import Reader, mp4_problem
 
 CHUNK = 256 * 1024
@@ -53,7 +53,7 @@ def storage(path: Path, doing: str) -> Iterator[None]:
     except IsADirectoryError:
         raise StorageError(f"cannot {doing} {path}: a directory is in the way") from None
     except OSError as exc:
-        raise StorageError(f"cannot {doing} {path}: {exc.strerror or exc}") from None
+        raise StorageError(f"cannot {doing} {path}: {os_cause(exc)}") from None
 
 
 def verify(path: Path, size: int | None, sha256: str | None) -> bool:

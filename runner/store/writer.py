@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from runner.errors import LedgerError
+from runner.errors import LedgerError, os_cause
 from runner.store.ledger import encode, now_iso
 
 
@@ -55,7 +55,7 @@ class LedgerWriter:
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
-            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
+            raise LedgerError(f"cannot open the ledger {self.path}: {os_cause(exc)}") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise LedgerError(f"cannot open the ledger {self.path}: not a regular file")
@@ -64,7 +64,7 @@ class LedgerWriter:
                 self._write_all(fd, b"\n")  # a torn last line: never glue a record to it
         except OSError as exc:
             os.close(fd)
-            raise LedgerError(f"cannot open the ledger {self.path}: {_why(exc)}") from None
+            raise LedgerError(f"cannot open the ledger {self.path}: {os_cause(exc)}") from None
         except LedgerError:
             os.close(fd)
             raise
@@ -87,7 +87,7 @@ class LedgerWriter:
             self._write_all(self._fd, data)
         except OSError as exc:
             self._broken = (
-                f"cannot append to the ledger {self.path}: {_why(exc)}; nothing more is "
+                f"cannot append to the ledger {self.path}: {os_cause(exc)}; nothing more is "
                 "recorded or sent in this run"
             )
             raise LedgerError(self._broken) from None
@@ -108,8 +108,3 @@ def _last_byte(path: Path, size: int) -> bytes:
         return os.pread(fd, 1, size - 1)
     finally:
         os.close(fd)
-
-
-def _why(exc: OSError) -> str:
-    """An OSError as a short cause: ``No space left on device``, ``Read-only file system``..."""
-    return exc.strerror or str(exc)
