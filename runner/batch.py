@@ -21,9 +21,9 @@ from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
 from runner.checks.preflight import Report, preflight
 from runner.config import CheckConfig, RunConfig
-from runner.engine.events import Subscriber
 from runner.engine.scheduler import BatchRunner
 from runner.errors import LedgerError, LockedError, ManifestError, StorageError
+from runner.events import Events, Subscriber, to_log
 from runner.manifest import Item, Manifest, read_manifest
 from runner.report import (
     EXIT_CONFIG,
@@ -75,7 +75,8 @@ async def check_and_run(
 ) -> BatchOutcome:
     """Check the batch of ``config.manifest_path`` and, unless ``dry`` or the checks found an
     error, run it. ``show`` sees the report before the run starts; ``on_event`` hears every
-    event of the run (``runner.engine.events``: item records, spend, the log's lines).
+    event of the checks and the run (``runner.events``: item records, spend, requests sent and
+    refused, pauses, the log's lines).
 
     ``config.output_dir`` None means ``output/<batch>``. Raises LockedError (another runner
     holds the output directory) and StorageError (it cannot be made or locked) before any
@@ -85,7 +86,8 @@ async def check_and_run(
     reading = await anyio.to_thread.run_sync(read_manifest, config.manifest_path)
     output = config.output_dir or Path("output") / reading.batch
     limits = config.limits
-    limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst)
+    events = Events((to_log(log),) if on_event is None else (to_log(log), on_event))
+    limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
     with contextlib.ExitStack() as lock:
         resume: Resume | None = None
         if not dry and output.is_dir():
@@ -135,7 +137,6 @@ async def check_and_run(
             resume_command=resume_command,
             handle_signals=handle_signals,
             observer=observer,
-            on_event=on_event,
         )
     return BatchOutcome(report, result, result.exit_code)
 
@@ -188,19 +189,25 @@ async def _run(
     resume_command: str,
     handle_signals: bool,
     observer: Callable[[str, float], None] | None,
-    on_event: Subscriber | None = None,
 ) -> RunResult:
-    """Carry ``plan`` out in the locked ``config.output_dir`` and write the summary."""
+    """Carry ``plan`` out in the locked ``config.output_dir`` and write the summary. The run
+    reports to ``limiter``'s hub of events, the one its requests report to."""
     assert config.output_dir is not None
     output_dir = config.output_dir
+    events = limiter.events
     for warning in resume.warnings:
-        log.warning("%s", warning)
+        events.say(logging.WARNING, "%s", warning)
     for step in plan.steps:
         if step.action is Action.DUPLICATE:
-            log.warning(
-                "%s: same model and input as %s; rendered once", step.item.id, step.duplicate_of
+            events.say(
+                logging.WARNING,
+                "%s: same model and input as %s; rendered once",
+                step.item.id,
+                step.duplicate_of,
+                item_id=step.item.id,
             )
-    log.info(
+    events.say(
+        logging.INFO,
         "%d items: %d to submit, %d to resume, %d to reconcile, %d to look at again, "
         "%d to download, %d done, %d failed before",
         len(plan.steps),
@@ -228,7 +235,7 @@ async def _run(
             known_ids=resume.known_ids,
             observer=observer,
             spend=spend,
-            subscribers=() if on_event is None else (on_event,),
+            events=events,
         )
         async with anyio.create_task_group() as tg:
             if handle_signals:
@@ -271,7 +278,7 @@ async def _finish(
     try:
         await anyio.to_thread.run_sync(write_json_atomically, output_dir / SUMMARY_NAME, summary)
     except StorageError as exc:
-        log.error("%s", exc)
+        runner.say(logging.ERROR, "%s", exc)
         if work and summary["stopped"] is None:
             summary["stopped"] = {"kind": "storage", "message": str(exc)}
         note = f"summary.json was not written: {exc}"
@@ -291,10 +298,16 @@ async def _watch_signals(runner: BatchRunner) -> None:
             name = signal.Signals(signum).name
             runner.outcome.interrupted = True
             if seen == 1:
-                log.warning("%s: stopping; in-flight predictions are resumed next run", name)
+                runner.say(
+                    logging.WARNING,
+                    "%s: stopping; in-flight predictions are resumed next run",
+                    name,
+                )
                 runner.cancel()
             else:
-                log.warning(
-                    "%s again: stopping now; the next run settles what was on the wire", name
+                runner.say(
+                    logging.WARNING,
+                    "%s again: stopping now; the next run settles what was on the wire",
+                    name,
                 )
                 runner.force_cancel()

@@ -16,6 +16,7 @@ from functools import partial
 
 from runner.api.answers import backoff
 from runner.errors import ApiUnavailableError, TransportError
+from runner.events import Events, logged
 
 log = logging.getLogger("runner")
 
@@ -34,25 +35,28 @@ class Outage:
         at_start: float,
         clock: Callable[[], float],
         backoff: Callable[[int], float] | None = None,
+        events: Events | None = None,
     ) -> None:
         """``backoff(n)`` is the wait before the n-th retry (n >= 1), by default jittered
-        from UNREACHABLE_WAIT_BASE doubling to UNREACHABLE_WAIT_MAX."""
+        from UNREACHABLE_WAIT_BASE doubling to UNREACHABLE_WAIT_MAX. An outage's start and
+        end are said to ``events`` (None: to the log)."""
         self._after = after
         self._at_start = at_start
         self._clock = clock
         self._backoff = backoff or partial(unreachable_wait, rng=random.Random())
+        self._events = events or logged(log)
         self._answered = False  # the API answered at least once
         self._since: float | None = None
 
     def wait(self, exc: TransportError, attempt: int) -> float:
         """Count the ``attempt``-th try in a row that never left (``exc`` says why); the
         seconds to hold every request before the next. Raises ApiUnavailableError once the
-        outage has lasted its limit. The first of an outage is logged at WARNING."""
+        outage has lasted its limit. The first of an outage is said at WARNING."""
         now = self._clock()
         limit = self._after if self._answered else self._at_start
         if self._since is None:
             self._since = now
-            log.warning("%s; retrying for up to %g s", exc, limit)
+            self._events.say(logging.WARNING, "%s; retrying for up to %g s", exc, limit)
         lasted = now - self._since
         if lasted >= limit:
             raise ApiUnavailableError(
@@ -61,12 +65,14 @@ class Outage:
         return max(0.0, min(self._backoff(attempt), limit - lasted))
 
     def reached(self, shown: str) -> None:
-        """The API at ``shown`` answered: an outage in progress ends (logged at INFO)."""
+        """The API at ``shown`` answered: an outage in progress ends (said at INFO)."""
         self._answered = True
         if self._since is not None:
             lasted = self._clock() - self._since
             self._since = None
-            log.info("the API at %s answers again (unreachable for %.1f s)", shown, lasted)
+            self._events.say(
+                logging.INFO, "the API at %s answers again (unreachable for %.1f s)", shown, lasted
+            )
 
 
 def unreachable_wait(attempt: int, *, rng: random.Random) -> float:

@@ -14,7 +14,6 @@ import contextlib
 import email.utils
 import enum
 import json
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from runner.jobs import valid_id
-
-log = logging.getLogger(__name__)
 
 
 class RemoteStatus(enum.StrEnum):
@@ -52,7 +49,6 @@ _STATUS_WORDS = {
     "cancelled": RemoteStatus.CANCELLED,
     "canceled": RemoteStatus.CANCELLED,
 }
-_unknown_logged: set[str] = set()
 
 #: Error codes (or classification categories) after which a new attempt may well succeed.
 RETRYABLE_CODES = frozenset(
@@ -60,16 +56,17 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+def _status_word(word: object) -> str:
+    return str(word).strip().lower() if word is not None else ""
+
+
 def parse_status(word: object) -> RemoteStatus:
-    """Map a status word to RemoteStatus; unknown words count as running and are logged once."""
-    text = str(word).strip().lower() if word is not None else ""
-    status = _STATUS_WORDS.get(text)
-    if status is None:
-        if text not in _unknown_logged:
-            _unknown_logged.add(text)
-            log.warning("unknown prediction status %r: treating it as still running", word)
-        return RemoteStatus.RUNNING
-    return status
+    """Map a status word to RemoteStatus; unknown words count as running."""
+    return _STATUS_WORDS.get(_status_word(word), RemoteStatus.RUNNING)
+
+
+def known_status(word: object) -> bool:
+    return _status_word(word) in _STATUS_WORDS
 
 
 @dataclass(frozen=True)
@@ -88,6 +85,8 @@ class Prediction:
     cost: Decimal | None = None
     cost_problem: str | None = None
     raw_status: str = ""
+    #: The status word was none the runner knows (it counts as running); None: a known one.
+    status_problem: str | None = None
     input: dict[str, Any] | None = None  # the server's echo of the create's input, if given
     sent_at: float | None = None  # when the poll went out, on the client's monotonic clock
 
@@ -202,6 +201,9 @@ def parse_prediction(body: object, prediction_id: str) -> Prediction:
         "cost": cost,
         "cost_problem": cost_problem,
         "raw_status": str(raw),
+        "status_problem": None
+        if known_status(raw)
+        else f"unknown prediction status {str(raw)[:80]!r}: treating it as still running",
         "input": body.get("input") if isinstance(body.get("input"), dict) else None,
     }
     if status is RemoteStatus.SUCCESS:

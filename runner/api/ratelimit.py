@@ -26,6 +26,7 @@ only spaces requests out; the window alone still decides how many go in any wind
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 from runner.errors import StopRequested
+from runner.events import Events, Paused, RequestRefused, RequestSent, logged
 
 #: Creating fills an idle in-flight slot: worth more than anything else.
 PRIORITY_CREATE = -2.0e9
@@ -114,6 +116,7 @@ class RequestWindow:
 class _Waiter:
     priority: Priority
     seq: int
+    what: str
     granted: anyio.Event = field(default_factory=anyio.Event)
 
     def rank(self, now: float) -> tuple[float, int]:
@@ -140,6 +143,10 @@ class RateLimiter:
     request that will not go. The bucket reads the event loop's clock (asyncio only), so it
     cannot take another ``clock``. Raises ValueError for a ``burst`` below 1 or one given
     with a ``clock``.
+
+    ``events`` hears every request let go (``RequestSent``), refused with a 429
+    (``RequestRefused``) and every pause (``Paused``); the API client that sends through
+    this limiter says its lines there too. None: a hub that only logs.
     """
 
     def __init__(
@@ -149,8 +156,10 @@ class RateLimiter:
         *,
         burst: int | None = None,
         clock: Callable[[], float] | None = None,
+        events: Events | None = None,
     ) -> None:
         self.window = RequestWindow(limit, window)
+        self.events = events or logged(logging.getLogger("runner"))
         self._bucket: AsyncLimiter | None = None
         if burst is not None:
             if burst < 1:
@@ -188,9 +197,12 @@ class RateLimiter:
         """
         return self.window.spare(self._clock())
 
-    def pause(self, seconds: float) -> None:
-        """Hold every request for ``seconds`` from now (a ``Retry-After``)."""
-        self.window.pause(self._clock() + seconds)
+    def pause(self, seconds: float, why: str = "") -> None:
+        """Hold every request for ``seconds`` from now (``why``: a ``Retry-After``, an API that
+        cannot be reached)."""
+        now = self._clock()
+        self.window.pause(now + seconds)
+        self.events.emit(Paused(seconds, now, why))
         self._recall_token()
         self._notify()
 
@@ -213,6 +225,7 @@ class RateLimiter:
             self.sent += 1
             tokens -= 1
             best.granted.set()
+            self.events.emit(RequestSent(best.what, now))
             granted = True
             at = math.inf
         if granted:
@@ -237,16 +250,21 @@ class RateLimiter:
 
     @asynccontextmanager
     async def slot(
-        self, priority: Priority = PRIORITY_POLL, *, abandon: anyio.Event | None = None
+        self,
+        priority: Priority = PRIORITY_POLL,
+        *,
+        abandon: anyio.Event | None = None,
+        what: str = "",
     ) -> AsyncIterator[Slot]:
-        """Wait until this request may be sent under the window and ahead of lesser priorities.
+        """Wait until this request (``what``: its method and path, for the events) may be sent
+        under the window and ahead of lesser priorities.
 
         If ``abandon`` is set while waiting (and ``notify`` is called), the wait ends with
         StopRequested and no place is taken: a create waiting here when a stop is asked for is
         never sent.
         """
         tokens = math.inf if self._bucket is None else 0  # grants that need no bucket token
-        waiter = _Waiter(priority, next(self._seq))
+        waiter = _Waiter(priority, next(self._seq), what)
         self._waiters.append(waiter)
         try:
             while not waiter.granted.is_set():
@@ -277,6 +295,9 @@ class RateLimiter:
         try:
             yield slot
         finally:
-            self.window.end(self._clock(), refused=slot.refused)
+            now = self._clock()
+            self.window.end(now, refused=slot.refused)
             self.refused += slot.refused
+            if slot.refused:
+                self.events.emit(RequestRefused(what, now))
             self._notify()

@@ -49,8 +49,6 @@ from runner.errors import (
     TransportError,
 )
 
-log = logging.getLogger("runner")
-
 #: Same-origin redirects followed for one API request.
 MAX_HOPS = 3
 #: The largest API answer read. The biggest real ones (a page of 100 executions, a model's
@@ -117,11 +115,14 @@ class Requester:
         )
         self._retry_after = protocol.RetryAfterCap(max_retry_after)
         self._unavailable: str | None = None  # once set, no request is sent any more
+        #: Where the requester's lines go: its limiter's hub, the run's.
+        self._events = limiter.events
         self._outage = Outage(
             after=unreachable_after,
             at_start=unreachable_at_start,
             clock=clock or anyio.current_time,
             backoff=backoff,
+            events=self._events,
         )
         self._retry_wait = retry_wait or partial(_fault_wait, base=fault_wait, rng=random.Random())
 
@@ -165,7 +166,7 @@ class Requester:
                 if create or retries >= IDEMPOTENT_RETRIES or not answers.transient(exc):
                     raise
                 retries += 1
-                log.info("%s %s: %s; asking again", method, path, exc)
+                self._events.say(logging.INFO, "%s %s: %s; asking again", method, path, exc)
                 await anyio.sleep(self._retry_wait(retries))
 
     async def _call_once(
@@ -235,7 +236,7 @@ class Requester:
                 if exc.sent:
                     raise
                 attempt += 1
-                self._limiter.pause(self._outage.wait(exc, attempt))
+                self._limiter.pause(self._outage.wait(exc, attempt), "the API cannot be reached")
                 continue
             self._outage.reached(self.shown)
             return answer
@@ -256,7 +257,7 @@ class Requester:
         headers = {"X-Request-Id": request_id, "Accept": "application/json"}
         if self._key:  # model lookups need no key: a preflight may run without one
             headers["X-API-Key"] = self._key
-        async with self._limiter.slot(priority, abandon=abandon) as slot:
+        async with self._limiter.slot(priority, abandon=abandon, what=request) as slot:
             if abandon is not None and abandon.is_set():
                 raise StopRequested("the run is stopping: the request was not sent")
             await once()
@@ -300,14 +301,15 @@ class Requester:
         if pause is None:
             return
         if asked is not None and asked > pause:
-            log.warning(
+            self._events.say(
+                logging.WARNING,
                 "the API at %s asked to wait %g s (Retry-After); pausing %g s, the cap "
                 "(--max-retry-after)",
                 self.shown,
                 asked,
                 pause,
             )
-        self._limiter.pause(pause)
+        self._limiter.pause(pause, f"Retry-After on {answer.status}")
         if not self._retry_after.exhausted:
             return
         self._unavailable = (

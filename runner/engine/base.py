@@ -22,7 +22,6 @@ from runner.api.protocol import Prediction
 from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
 from runner.engine import policy
-from runner.engine.events import Events, ItemChanged, Said, SpendChanged, Subscriber, to_log
 from runner.errors import (
     AccountError,
     ApiBrokenError,
@@ -30,6 +29,7 @@ from runner.errors import (
     RunnerError,
     StorageError,
 )
+from runner.events import Events, ItemChanged, Said, SpendChanged, logged
 from runner.jobs import JobState, transition
 from runner.manifest import Item
 from runner.store.budget import Budget
@@ -42,6 +42,8 @@ log = logging.getLogger("runner")
 #: Errors that end the whole run (each has its exit code); ``run`` turns them into a Stop.
 RUN_STOPPERS = (StorageError, ApiUnavailableError, ApiBrokenError, AccountError)
 
+#: Distinct lines ``say_once`` says in one run.
+SAY_ONCE_MAX = 100
 #: Downloads running at once; they share the machine's bandwidth, not the API's request window.
 DOWNLOAD_CONCURRENCY = 4
 
@@ -127,7 +129,7 @@ class RunContext:
         rng: random.Random | None = None,
         observer: Callable[[str, float], None] | None = None,
         spend: Budget | None = None,
-        subscribers: tuple[Subscriber, ...] = (),
+        events: Events | None = None,
     ) -> None:
         self.config = config
         assert config.output_dir is not None, "the output directory is resolved before a run"
@@ -143,9 +145,9 @@ class RunContext:
         #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
         self.observer = observer
         self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
-        #: Where item changes, spend and the lines for the user go (``engine.events``): the
-        #: log, then the caller's ``subscribers``.
-        self.events = Events((to_log(log), *subscribers))
+        #: Where item changes, spend and the lines for the user go (``runner.events``): the
+        #: run's hub, which the request window reports to as well (None: one that only logs).
+        self.events = events or logged(log)
         #: What the batch has spent and reserved, against --budget (no cap without one).
         self.spend = spend or Budget(None)
         self.spend.watch(self._spend_changed)
@@ -158,6 +160,7 @@ class RunContext:
         self._creates_paused_until = 0.0
         self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+        self._said: set[str] = set()  # the lines said once per run (say_once)
         self.client: EachlabsClient
         self.slots: InFlight
         self.session: aiohttp.ClientSession
@@ -230,6 +233,13 @@ class RunContext:
     def say(self, level: int, message: str, *args: object) -> None:
         """A line for the user (``message % args``), to the subscribers (the log among them)."""
         self.events.emit(Said(level, message % args if args else message))
+
+    def say_once(self, level: int, text: str) -> None:
+        """``text`` for the user, unless this run said it already (or said a hundred such
+        lines: a server inventing a new word on every answer is heard, not echoed)."""
+        if text not in self._said and len(self._said) < SAY_ONCE_MAX:
+            self._said.add(text)
+            self.say(level, "%s", text)
 
     def _spend_changed(self) -> None:
         self.events.emit(SpendChanged(self.spend.spent, self.spend.reserved))

@@ -175,6 +175,8 @@ class Polling(RunContext):
                 missing_since = None
                 errors = 0
                 seen = anyio.current_time()  # the answer's arrival: when we know
+                if prediction.status_problem:
+                    self.say_once(logging.WARNING, prediction.status_problem)
                 job.last_poll_at = seen
                 if prediction.sent_at is not None:
                     job.last_poll_at = prediction.sent_at  # what the server saw: when it was asked

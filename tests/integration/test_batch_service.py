@@ -3,6 +3,7 @@ the library runs the same checks as the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,15 @@ import pytest
 
 from runner import ManifestError, run_batch
 from runner.cli import command
-from runner.engine.events import Event, ItemChanged, Said, SpendChanged
+from runner.events import (
+    Event,
+    ItemChanged,
+    Paused,
+    RequestRefused,
+    RequestSent,
+    Said,
+    SpendChanged,
+)
 from runner.jobs import JobState
 
 from .helpers import FAST, ledger_events, run_config, write_manifest
@@ -103,3 +112,29 @@ async def test_subscribers_hear_every_record_the_spend_and_the_lines_of_the_log(
     assert spend[-1] == SpendChanged(Decimal("1.29"), Decimal(0))
     said = [e.text for e in heard if isinstance(e, Said)]
     assert any(text.startswith("item-001: submitted as ") for text in said)
+
+
+async def test_subscribers_hear_every_request_the_server_saw_its_429s_and_the_pauses(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """The window's events match what the server counted: one ``RequestSent`` per API request
+    it received, one ``RequestRefused`` per 429 (an account capped at 1 in flight refuses the
+    runner's second create), and a ``Paused`` for each 429's Retry-After."""
+    sim = await simulator(concurrency=1, retry_after=0.05)
+    manifest_path = write_manifest(tmp_path, count=3)
+    heard: list[Event] = []
+    limits = dataclasses.replace(FAST, concurrency=2)
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, tmp_path / "out", limits),
+        resume_command="x",
+        on_event=heard.append,
+    )
+    assert result.exit_code == 0, result.text
+    sent = [e for e in heard if isinstance(e, RequestSent)]
+    refused = [e for e in heard if isinstance(e, RequestRefused)]
+    paused = [e for e in heard if isinstance(e, Paused)]
+    assert len(sent) == len(sim.stats.api_requests)
+    assert sim.stats.refused_cap > 0
+    assert len(refused) == sim.stats.refused_cap + sim.stats.refused_rate
+    assert all(e.what.startswith("POST /v1/prediction") for e in refused)
+    assert len(paused) == len(refused) and all(e.seconds == 0.05 for e in paused)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from runner.engine.events import Event, Events, ItemChanged, Said, SpendChanged, to_log
+from runner.events import Event, Events, ItemChanged, Said, SpendChanged, to_log
 from runner.jobs import JobState
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from runner.api.ratelimit import PRIORITY_CREATE, PRIORITY_POLL, RateLimiter, RequestWindow
 from runner.errors import StopRequested
+from runner.events import Event, Events, Paused, RequestRefused, RequestSent
 
 pytestmark = pytest.mark.looptime
 
@@ -191,3 +192,26 @@ async def test_a_waiter_abandoned_by_a_stop_gives_up_without_taking_a_place() ->
             limiter.notify()
     assert outcome == ["not sent"]
     assert limiter.sent == 1
+
+
+async def test_the_window_reports_each_request_sent_each_429_and_each_pause() -> None:
+    """Subscribers (the live view, the status file) learn what the window does as it does it:
+    a request let go when it goes, a refusal when its answer comes, a pause with its reason."""
+    heard: list[Event] = []
+    limiter = RateLimiter(2, 10.0, events=Events((heard.append,)))
+    async with limiter.slot(what="GET /a"):
+        pass
+    async with limiter.slot(what="POST /b") as slot:
+        slot.refused = True
+    limiter.pause(5.0, "Retry-After on 429")
+    async with limiter.slot(what="GET /c"):
+        pass
+    sent = [(e.what, e.at) for e in heard if isinstance(e, RequestSent)]
+    # 2 per 10 s: /c waits for /a to leave the window (and the 429 halved the pace to 1)
+    assert [what for what, _ in sent] == ["GET /a", "POST /b", "GET /c"]
+    assert sent[0][1] == sent[1][1] == 0.0 and sent[2][1] >= 10.0
+    assert [e.what for e in heard if isinstance(e, RequestRefused)] == ["POST /b"]
+    assert [(e.seconds, e.at, e.why) for e in heard if isinstance(e, Paused)] == [
+        (5.0, 0.0, "Retry-After on 429")
+    ]
+    assert limiter.sent == len(sent) and limiter.refused == 1
