@@ -89,7 +89,7 @@ async def check_and_run(
     events = Events((to_log(log),) if on_event is None else (to_log(log), on_event))
     limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
     with contextlib.ExitStack() as lock:
-        resume: Resume | None = None
+        resume: Resume | LedgerError | None = None
         if not dry and output.is_dir():
             lock.enter_context(output_lock(output))
             resume = await _read_resume(output, reading.items)
@@ -125,9 +125,10 @@ async def check_and_run(
             prepare_output_dir(output)
             lock.enter_context(output_lock(output))
             fresh = await _read_resume(output, reading.items)
-            if fresh is None or fresh.records:
+            if not isinstance(fresh, Resume) or fresh.records:
                 raise LockedError(f"another runner started working in {output} meanwhile")
             resume = fresh
+        assert isinstance(resume, Resume), "a ledger that cannot be read is an error of the checks"
         result = await _run(
             dataclasses.replace(config, output_dir=output),
             report.manifest,
@@ -170,13 +171,13 @@ async def run_batch(
     return outcome.result
 
 
-async def _read_resume(output: Path, items: Sequence[Item]) -> Resume | None:
-    """The ledger's reading; None when it cannot be read (the checks then report why)."""
+async def _read_resume(output: Path, items: Sequence[Item]) -> Resume | LedgerError:
+    """The ledger's reading, or why it cannot be read (the checks report it)."""
     keys = {item.key for item in items}
     try:
         return await anyio.to_thread.run_sync(read_resume, output, keys)
-    except LedgerError:
-        return None
+    except LedgerError as exc:
+        return exc
 
 
 async def _run(

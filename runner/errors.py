@@ -33,6 +33,9 @@ from collections.abc import Sequence
 
 from runner.diagnostics import Diagnostic
 
+#: The most of a bug's message shown on its one line (the whole of it is in the traceback).
+BUG_TEXT_MAX = 300
+
 
 class RunnerError(Exception):
     """Root of every error the runner raises on purpose."""
@@ -81,6 +84,22 @@ class TransferError(RunnerError):
 
 class LockedError(RunnerError):
     """Another runner holds the lock on this output directory."""
+
+
+class InternalError(RunnerError):
+    """A bug in the runner, caught at the run's edge: its one-line account (exit 70)."""
+
+    @classmethod
+    def of(cls, bug: BaseException) -> InternalError:
+        """``bug`` on one line: the error inside a group of one, its type and (the start of)
+        its message, whitespace folded."""
+        while isinstance(bug, BaseExceptionGroup) and len(bug.exceptions) == 1:
+            bug = bug.exceptions[0]
+        text = " ".join(str(bug).split())
+        if len(text) > BUG_TEXT_MAX:
+            text = text[: BUG_TEXT_MAX - 1] + "…"
+        name = type(bug).__name__
+        return cls(f"internal error ({name}: {text})" if text else f"internal error ({name})")
 
 
 class StopRequested(RunnerError):

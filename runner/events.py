@@ -9,7 +9,8 @@
 
 One ``Events`` hub per run carries them; its subscribers turn them into what is shown: the log
 (``to_log``), and whatever a caller subscribes (``check_and_run(on_event=...)``: the live view,
-a status file). Subscribers are called in order, synchronously, and must not block.
+a status file). Subscribers are called in order, synchronously, and must not block; one that
+raises is dropped, and the others hear why.
 
 The ledger is not a subscriber: a record must be on disk, fsynced, before the step it precedes
 (the create it announces), so the engine awaits the writer itself and emits ``ItemChanged``
@@ -94,8 +95,21 @@ class Events:
         self._subscribers.append(subscriber)
 
     def emit(self, event: Event) -> None:
+        """Hand ``event`` to each subscriber. One that raises is dropped, and the others hear
+        why: a broken display or status file must not end a batch that costs money (the
+        ledger, which keeps the money safe, is no subscriber)."""
         for subscriber in tuple(self._subscribers):
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception as exc:
+                self._subscribers.remove(subscriber)
+                self.say(
+                    logging.ERROR,
+                    "%r stopped listening to the run: it failed with %s: %s",
+                    subscriber,
+                    type(exc).__name__,
+                    exc,
+                )
 
     def say(self, level: int, message: str, *args: object, item_id: str | None = None) -> None:
         """Emit a line for the user: ``message % args``."""

@@ -19,6 +19,8 @@ EXIT_LOCKED = 4
 EXIT_STORAGE = 5
 EXIT_API_UNAVAILABLE = 6
 EXIT_API_BROKEN = 7
+#: A bug in the runner (sysexits' EX_SOFTWARE): one line, summary.json, a consistent ledger.
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 SUMMARY_NAME = "summary.json"
@@ -96,7 +98,11 @@ STOP_CODES = {
     "storage": EXIT_STORAGE,
     "api_unavailable": EXIT_API_UNAVAILABLE,
     "api_broken": EXIT_API_BROKEN,
+    "internal": EXIT_INTERNAL,
 }
+#: Stops whose exit code stands even when every item ended done: something may have gone
+#: unrecorded (storage) or unexplained (internal).
+_ALWAYS = frozenset({"storage", "internal"})
 
 
 def exit_code(summary: dict[str, Any]) -> int:
@@ -105,7 +111,7 @@ def exit_code(summary: dict[str, Any]) -> int:
     stopped = summary.get("stopped")
     counts = summary["counts"]
     complete = counts["done"] == counts["total"]
-    if stopped and (stopped["kind"] == "storage" or not complete):
+    if stopped and (stopped["kind"] in _ALWAYS or not complete):
         return STOP_CODES[stopped["kind"]]
     if summary["account_error"]:
         return EXIT_ACCOUNT
@@ -120,6 +126,8 @@ _STOP_ADVICE = {
     "items are pending: run the same command again later",
     "api_broken": "the API kept answering creates with nonsense; submitting stopped so it "
     "cannot cost per item: check --api-base and the service status before running again",
+    "internal": "this is a bug in the runner; the ledger is consistent, so the same command "
+    "resumes: please report it with the traceback that -v shows",
 }
 
 

@@ -84,12 +84,13 @@ async def preflight(
     budget_partial: bool = False,
     retry_failed: bool = False,
     reading: ManifestReading | None = None,
-    resume: Resume | None = None,
+    resume: Resume | LedgerError | None = None,
 ) -> Report:
     """Run every check on the manifest at ``manifest_path`` and plan its run.
 
     ``reading`` is the manifest already read (else it is read here); ``resume`` the ledger
-    already read, under the run's lock (else it is read here, for a dry run).
+    already read under the run's lock, or why it could not be read (else it is read here, for
+    a dry run).
 
     ``client`` looks up model schemas (None, or ``checks.offline``: the cache only);
     ``session`` fetches URL image heads for ``checks.check_urls``. ``output_dir`` defaults to
@@ -143,7 +144,10 @@ def settled(problem: Diagnostic, decided: frozenset[str]) -> bool:
 
 
 async def _plan(
-    report: Report, reading: ManifestReading, retry_failed: bool, resume: Resume | None
+    report: Report,
+    reading: ManifestReading,
+    retry_failed: bool,
+    resume: Resume | LedgerError | None,
 ) -> Report:
     """The report with the run's plan (manifest minus ledger), its estimate and its budget."""
     ledger_path = report.output_dir / ledger.LEDGER_NAME
@@ -153,8 +157,10 @@ async def _plan(
         try:
             resume = await anyio.to_thread.run_sync(read_resume, report.output_dir, keys)
         except LedgerError as exc:
-            problems.append(error(str(exc), Place(str(ledger_path))))
-            return replace(report, problems=tuple(problems))
+            resume = exc
+    if isinstance(resume, LedgerError):
+        problems.append(error(str(resume), Place(str(ledger_path))))
+        return replace(report, problems=tuple(problems))
     records = resume.records
     problems += [warning(w, Place(str(ledger_path))) for w in resume.warnings]
     plan = make_plan(

@@ -25,6 +25,7 @@ from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
     ConfigError,
+    InternalError,
     LockedError,
     ManifestError,
     RunnerError,
@@ -34,6 +35,7 @@ from runner.report import (
     EXIT_API_BROKEN,
     EXIT_API_UNAVAILABLE,
     EXIT_CONFIG,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_OK,
@@ -130,6 +132,14 @@ async def execute(
     except (ManifestError, ConfigError, RunnerError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_CONFIG
+    except Exception as exc:  # a bug: one line (the traceback with -v), never a stack dump
+        log.debug("the traceback of the internal error:", exc_info=exc)
+        print(
+            f"error: {InternalError.of(exc)}; this is a bug in the runner: please report "
+            "it with the traceback that -v shows",
+            file=err,
+        )
+        return EXIT_INTERNAL
 
 
 async def command(

@@ -31,6 +31,7 @@ The money rules (each a row of ``decisions``' table, carried out by ``create``, 
 from __future__ import annotations
 
 import logging
+import traceback
 
 import aiohttp
 import anyio
@@ -43,7 +44,13 @@ from runner.engine.create import Creating
 from runner.engine.fetch import Fetching
 from runner.engine.poll import Polling
 from runner.engine.reconcile import Verdict
-from runner.errors import AccountError, ApiBrokenError, ApiUnavailableError, StorageError
+from runner.errors import (
+    AccountError,
+    ApiBrokenError,
+    ApiUnavailableError,
+    InternalError,
+    StorageError,
+)
 from runner.jobs import JobState
 from runner.store.plan import Action
 
@@ -100,6 +107,10 @@ class BatchRunner(Creating, Polling, Fetching):
             self._stopped("api_unavailable", group.exceptions[0])
         except* ApiBrokenError as group:
             self._stopped("api_broken", group.exceptions[0])
+        except* Exception as group:  # a bug: the run still ends with a summary, not a traceback
+            bug = group.exceptions[0]
+            self.say(logging.DEBUG, "%s", "".join(traceback.format_exception(bug)).rstrip())
+            self._stopped("internal", InternalError.of(bug))
         return self.outcome
 
     def cancel(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from runner.events import (
     SpendChanged,
 )
 from runner.jobs import JobState
+from runner.report import EXIT_INTERNAL
 
 from .helpers import FAST, ledger_events, run_config, write_manifest
 
@@ -138,3 +140,31 @@ async def test_subscribers_hear_every_request_the_server_saw_its_429s_and_the_pa
     assert len(refused) == sim.stats.refused_cap + sim.stats.refused_rate
     assert all(e.what.startswith("POST /v1/prediction") for e in refused)
     assert len(paused) == len(refused) and all(e.seconds == 0.05 for e in paused)
+
+
+async def test_a_bug_mid_run_ends_in_one_line_and_a_summary_and_the_same_command_finishes(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """An error nobody foresaw (here: the observer hook raises when the first prediction ends)
+    does not escape as a traceback: the run stops as ``internal`` (exit 70) with a summary, and
+    its ledger lets the next run finish the batch without paying for any video twice."""
+    sim = await simulator()
+    manifest_path = write_manifest(tmp_path, count=3)
+    output = tmp_path / "out"
+
+    def buggy(prediction_id: str, at: float) -> None:
+        raise RuntimeError("observer bug")
+
+    result = await run_batch(
+        run_config(manifest_path, sim.base_url, output), resume_command="x", observer=buggy
+    )
+    assert result.exit_code == EXIT_INTERNAL
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["stopped"]["kind"] == "internal"
+    assert "RuntimeError: observer bug" in summary["stopped"]["message"]
+    assert "observer bug" in result.text and "Traceback" not in result.text
+    again = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
+    assert again.exit_code == 0, again.text
+    assert sorted(create.input["prompt"] for create in sim.stats.creates) == [
+        f"scene number {n} slowly comes alive, zoom in" for n in range(3)
+    ]

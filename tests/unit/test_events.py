@@ -36,3 +36,24 @@ def test_the_log_subscriber_writes_lines_only(caplog: pytest.LogCaptureFixture) 
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "a: 100% done, says the server")
     ]
+
+
+def test_a_subscriber_that_raises_is_dropped_and_the_others_hear_why() -> None:
+    """A live view that breaks (a closed terminal) must not end a batch that costs money."""
+    heard: list[Event] = []
+    calls: list[Event] = []
+
+    def broken(event: Event) -> None:
+        calls.append(event)
+        raise BrokenPipeError("the terminal went away")
+
+    events = Events((broken, heard.append))
+    events.emit(SpendChanged(Decimal(1), Decimal(0)))
+    events.emit(SpendChanged(Decimal(2), Decimal(0)))
+    assert len(calls) == 1  # dropped after its failure
+    [said] = [e for e in heard if isinstance(e, Said)]
+    assert said.level == logging.ERROR and "BrokenPipeError: the terminal went away" in said.text
+    assert [e for e in heard if isinstance(e, SpendChanged)] == [
+        SpendChanged(Decimal(1), Decimal(0)),
+        SpendChanged(Decimal(2), Decimal(0)),
+    ]

@@ -15,6 +15,7 @@ from runner.checks.preflight import preflight
 from runner.checks.schema import CACHE_NAME, read_cache
 from runner.cli import command
 from runner.config import CheckConfig
+from runner.errors import LedgerError
 from runner.manifest import load_manifest
 from runner.store.plan import Action
 
@@ -108,3 +109,18 @@ def test_a_schema_cache_that_is_a_fifo_or_too_deep_is_ignored(tmp_path: Path) ->
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     assert read_cache(deep) == {}
+
+
+async def test_a_ledger_the_run_could_not_read_is_reported_as_read_not_read_again(
+    tmp_path: Path,
+) -> None:
+    """The checks report the run's one reading of the ledger. Before, a ledger the run could
+    not read was read a second time by the checks: if that read worked, the checks passed and
+    the run went on as if the directory were new, stopping with a false "another runner"."""
+    manifest, key = batch(tmp_path)
+    out = tmp_path / "out"
+    ledger_of(out, key, {"event": "submitting", "attempt": 1})  # readable now
+    unreadable = LedgerError(f"cannot read the ledger {out / 'ledger.jsonl'}: I/O error")
+    report = await preflight(manifest, CheckConfig(offline=True), output_dir=out, resume=unreadable)
+    assert [p.message for p in report.errors] == [str(unreadable)]
+    assert report.plan is None
