@@ -20,7 +20,7 @@ from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import Reconciling, Verdict
 from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
 from runner.jobs import JobState
-from runner.store import videos
+from runner.store import disk
 from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
 
 #: Failures that created nothing (uploads, creates never sent) before the item is left
@@ -51,7 +51,7 @@ class Attempt:
 def read_image(path: Path) -> bytes:
     """An image file's bytes, never from a FIFO or a device; StorageError naming the path and
     the cause (a file gone since the checks fails its item; a failing disk stops the run)."""
-    with videos.storage(path, "read the image"):
+    with disk.storage(path, "read the image"):
         return read_regular_file(path, MAX_UPLOAD_BYTES)
 
 

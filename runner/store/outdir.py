@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import LockedError, StorageError, os_cause
+from runner.errors import LockedError, StorageError
+from runner.store.disk import storage
 
 LOCK_NAME = ".lock"
 
@@ -31,14 +32,16 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise StorageError(f"cannot create the lock file {path}: {os_cause(exc)}") from None
+            with storage(path, "create the lock file"):
+                raise
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            yield
+            yield  # no lock file in a directory nobody can write to: nothing to guard
             return
-        except OSError as again:
-            raise StorageError(f"cannot open the lock file {path}: {os_cause(again)}") from None
+        except OSError:
+            with storage(path, "open the lock file"):
+                raise
     try:
         _lock(fd, output_dir)
         yield
@@ -63,12 +66,8 @@ def prepare_output_dir(output_dir: Path) -> None:
         return
     if output_dir.exists() or output_dir.is_symlink():
         raise StorageError(f"the output directory {output_dir} is not a directory")
-    try:
+    with storage(output_dir, "create the output directory"):
         output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create the output directory {output_dir}: {os_cause(exc)}"
-        ) from None
 
 
 def write_json_atomically(path: Path, data: object) -> None:
@@ -76,22 +75,23 @@ def write_json_atomically(path: Path, data: object) -> None:
     a planted link; StorageError naming the path and the cause if it cannot be written."""
     tmp = path.with_name(path.name + ".tmp")
     text = (json.dumps(data, indent=2) + "\n").encode()
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            if tmp.is_symlink() or not tmp.is_file():
-                tmp.unlink()
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-        )
+    with storage(path, "write"):
         try:
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StorageError(f"cannot write {path}: {os_cause(exc)}") from None
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.is_symlink() or not tmp.is_file():
+                    tmp.unlink()
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+            try:
+                view = memoryview(text)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise

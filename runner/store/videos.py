@@ -5,7 +5,8 @@ enough to run inline).
 Nothing is written through a planted link: the ``.part`` is opened with ``O_NOFOLLOW`` (a link
 there is removed, which never touches its target, and the file created afresh with
 ``O_EXCL``), and the final rename replaces whatever entry has the final name rather than
-writing through it. Every OSError becomes a StorageError naming the path and the cause.
+writing through it. Every OSError becomes a StorageError naming the path and the cause
+(``store.disk.storage``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
-from runner.errors import StorageError, os_cause
+from runner.errors import StorageError
+from runner.store.disk import storage
 from runner.store.mp4 import Reader, mp4_problem
 
 CHUNK = 256 * 1024
@@ -43,17 +44,6 @@ def partial_path(dest: Path) -> Path:
 
 def fd_reader(fd: int) -> Reader:
     return lambda offset, size: os.pread(fd, size, offset)
-
-
-@contextmanager
-def storage(path: Path, doing: str) -> Iterator[None]:
-    """OSError of a local file operation becomes StorageError naming the path and the cause."""
-    try:
-        yield
-    except IsADirectoryError:
-        raise StorageError(f"cannot {doing} {path}: a directory is in the way") from None
-    except OSError as exc:
-        raise StorageError(f"cannot {doing} {path}: {os_cause(exc)}") from None
 
 
 def verify(path: Path, size: int | None, sha256: str | None) -> bool:

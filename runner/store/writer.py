@@ -10,7 +10,8 @@ from typing import Any
 
 import anyio
 
-from runner.errors import LedgerError, os_cause
+from runner.errors import LedgerError
+from runner.store.disk import storage
 from runner.store.ledger import encode, now_iso
 
 
@@ -52,19 +53,15 @@ class LedgerWriter:
         if self._fd is not None:
             return
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
+        with storage(self.path, "open the ledger", error=LedgerError):
             fd = os.open(self.path, flags, 0o644)
-        except OSError as exc:
-            raise LedgerError(f"cannot open the ledger {self.path}: {os_cause(exc)}") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise LedgerError(f"cannot open the ledger {self.path}: not a regular file")
-            size = os.fstat(fd).st_size
-            if size and _last_byte(self.path, size) != b"\n":
-                self._write_all(fd, b"\n")  # a torn last line: never glue a record to it
-        except OSError as exc:
-            os.close(fd)
-            raise LedgerError(f"cannot open the ledger {self.path}: {os_cause(exc)}") from None
+            with storage(self.path, "open the ledger", error=LedgerError):
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise LedgerError(f"cannot open the ledger {self.path}: not a regular file")
+                size = os.fstat(fd).st_size
+                if size and _last_byte(self.path, size) != b"\n":
+                    self._write_all(fd, b"\n")  # a torn last line: never glue a record to it
         except LedgerError:
             os.close(fd)
             raise
@@ -84,13 +81,16 @@ class LedgerWriter:
         self._ensure_open()
         assert self._fd is not None
         try:
-            self._write_all(self._fd, data)
-        except OSError as exc:
-            self._broken = (
-                f"cannot append to the ledger {self.path}: {os_cause(exc)}; nothing more is "
-                "recorded or sent in this run"
-            )
-            raise LedgerError(self._broken) from None
+            with storage(
+                self.path,
+                "append to the ledger",
+                error=LedgerError,
+                then="; nothing more is recorded or sent in this run",
+            ):
+                self._write_all(self._fd, data)
+        except LedgerError as exc:
+            self._broken = str(exc)
+            raise
 
     async def append(self, item: str, key: str, event: str, **fields: Any) -> dict[str, Any]:
         """Append one record and return it once it is whole on disk; LedgerError if it is not."""
