@@ -16,8 +16,8 @@ writing through it.
 Time is bounded twice: a read that brings no data for ``stall`` seconds fails the attempt, and
 the whole transfer, every retry and back-off included, ends after ``seconds``. Transient
 failures (no answer, a body cut short, a 5xx) are retried with jittered exponential back-off
-(stamina), each logged at WARNING with the caller's label. Redirects are followed by hand, to
-http(s) URLs only.
+(stamina), each said at WARNING (``runner.events``) with the caller's label. Redirects are
+followed by hand, to http(s) URLs only.
 
 Errors of a download: DownloadError for the CDN's side. Its ``status`` is the host's HTTP status
 (GONE: the URL expired or vanished, re-poll for a fresh one), 413 for a video over ``max_bytes``
@@ -44,6 +44,7 @@ import yarl
 from runner.api import protocol, transport
 from runner.config import DEFAULT_TRANSFER_STALL, Limits
 from runner.errors import DownloadError, TransferError
+from runner.events import Events, logged
 from runner.store import videos
 from runner.store.videos import CHUNK, partial_path
 
@@ -182,19 +183,22 @@ async def fetch_video(
     max_bytes: int = Limits().max_video_bytes,
     label: str | None = None,
     wait: float = WAIT_INITIAL,
+    events: Events | None = None,
 ) -> Downloaded:
     """Download ``url`` to ``dest`` atomically and return its size and sha256.
 
     Each read waits at most ``stall`` seconds for data; the whole transfer, retries included,
     at most ``seconds``. Retries wait ``wait`` seconds at first (plus up to as much jitter,
-    then doubling, at most WAIT_MAX / WAIT_INITIAL times that). Every failed attempt is logged
-    at WARNING, starting with ``label`` (the item's id; the file's name if not given). Raises
+    then doubling, at most WAIT_MAX / WAIT_INITIAL times that). Every failed attempt is said
+    to ``events`` (None: the log) at WARNING, starting with ``label`` (the item's id; the
+    file's name if not given). Raises
     DownloadError (its ``status`` is in GONE when the URL has expired or vanished) and
     StorageError (``dest`` cannot be written: a local problem, not the CDN's).
     """
     if not transport.is_http(url):
         raise DownloadError(f"the output URL is not an http(s) URL: {transport.origin(url)}")
     await anyio.to_thread.run_sync(videos.check_destination, dest)
+    events = events or logged(log)
     with anyio.move_on_after(seconds) as scope:
         async for attempt in stamina.retry_context(
             on=_transient,
@@ -208,27 +212,62 @@ async def fetch_video(
                 try:
                     return await _fetch_once(session, url, dest, stall=stall, max_bytes=max_bytes)
                 except DownloadError as exc:
-                    _log_attempt(label or dest.name, attempt.num, exc)
+                    _say_attempt(events, label or dest.name, attempt.num, exc)
                     raise
     if scope.cancelled_caught:
         raise DownloadError(f"the download did not finish within {seconds:g} s")
     raise AssertionError("unreachable: stamina re-raises the last error")
 
 
-def _log_attempt(label: str, number: int, exc: DownloadError) -> None:
+class SessionFetcher:
+    """``fetch_video`` over one session, the run's way to download its videos
+    (``runner.api.port.VideoFetcher``), saying failed attempts to the run's ``events``."""
+
+    def __init__(self, session: aiohttp.ClientSession, events: Events | None = None) -> None:
+        self._session = session
+        self._events = events
+
+    async def __call__(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        seconds: float,
+        stall: float = DEFAULT_TRANSFER_STALL,
+        max_bytes: int = Limits().max_video_bytes,
+        label: str | None = None,
+        wait: float = WAIT_INITIAL,
+    ) -> Downloaded:
+        """As ``fetch_video``, which documents the arguments and what it raises."""
+        return await fetch_video(
+            self._session,
+            url,
+            dest,
+            seconds=seconds,
+            stall=stall,
+            max_bytes=max_bytes,
+            label=label,
+            wait=wait,
+            events=self._events,
+        )
+
+
+def _say_attempt(events: Events, label: str, number: int, exc: DownloadError) -> None:
     if not _transient(exc):
         then = "not retried"
     elif number >= DOWNLOAD_ATTEMPTS:
         then = "giving up"
     else:
         then = "retrying"
-    log.warning(
+    events.say(
+        logging.WARNING,
         "%s: download attempt %d of %d failed (%s); %s",
         label,
         number,
         DOWNLOAD_ATTEMPTS,
         exc,
         then,
+        item_id=label,
     )
 
 

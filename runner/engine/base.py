@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import aiohttp
 import anyio
 
-from runner.api.client import EachlabsClient
+from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction
 from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
@@ -161,9 +160,9 @@ class RunContext:
         self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._said: set[str] = set()  # the lines said once per run (say_once)
-        self.client: EachlabsClient
+        self.client: Api
         self.slots: InFlight
-        self.session: aiohttp.ClientSession
+        self.fetcher: VideoFetcher
         self.limiter: RateLimiter
 
     def _stopped(self, kind: str, exc: BaseException) -> None:

@@ -250,11 +250,13 @@ class Creating(Reconciling):
         self, job: Job, outcome: Outcome, step: Step, exc: RunnerError, written: bool
     ) -> None:
         """Record what a create that made nothing (or may have) leaves: pending, failed, or
-        (lost, stopped) nothing; raise the errors that stop the run."""
+        (lost, stopped) nothing; raise the errors that stop the run. A refusal of the account
+        or a stop of the run stops submitting first: no create waiting for the window goes
+        out while the record is being written."""
         status = getattr(exc, "status", None)
         if outcome is Outcome.ACCOUNT:
-            await self._record(job, JobState.PENDING, reason=f"refused: HTTP {status}")
             self._refused(exc)
+            await self._record(job, JobState.PENDING, reason=f"refused: HTTP {status}")
         elif outcome is Outcome.CAPACITY:
             job.attempts_this_run -= 1
             await self._record(job, JobState.PENDING, reason="refused: HTTP 429")
@@ -265,6 +267,8 @@ class Creating(Reconciling):
             )
         elif step in (Step.AGAIN, Step.STOP_RUN):
             # Never sent (no connection), or refused by a redirect: nothing was created.
+            if step is Step.STOP_RUN:
+                self.stop_submitting()
             if written and outcome is not Outcome.DISK and outcome is not Outcome.FILE:
                 job.attempts_this_run -= 1
                 await self._record(job, JobState.PENDING, reason=f"not created: {exc}")

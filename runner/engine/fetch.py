@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from runner.api.protocol import RemoteStatus
-from runner.api.transfers import fetch_video
 from runner.engine import decisions
 from runner.engine.base import RUN_STOPPERS, Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
@@ -38,8 +37,7 @@ class Fetching(RunContext):
                 if url is None:
                     break
                 try:
-                    got = await fetch_video(
-                        self.session,
+                    got = await self.fetcher(
                         url,
                         dest,
                         seconds=self.limits.download_timeout,

@@ -133,7 +133,9 @@ class Polling(RunContext):
                             prediction_id,
                         )
                     elif now - missing_since >= self.limits.lost_after:
-                        shown = await listed(self.client, job.item, job.state, prediction_id)
+                        shown = await listed(
+                            self.client, job.item, job.state, prediction_id, events=self.events
+                        )
                         if not decisions.missing_for_good(
                             now - missing_since, self.limits.lost_after, shown
                         ):

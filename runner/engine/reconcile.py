@@ -17,15 +17,14 @@ from typing import Any
 
 import anyio
 
-from runner.api.client import EachlabsClient
+from runner.api.port import Api
 from runner.engine import policy
 from runner.engine.base import Job, RunContext, mono_from_iso
 from runner.errors import ApiError
+from runner.events import Events
 from runner.jobs import JobState, valid_id
 from runner.manifest import Item
 from runner.store.ledger import KeyState
-
-log = logging.getLogger(__name__)
 
 #: Failed executions lookups a lost create gets before it is left undecided.
 RECONCILE_UNANSWERED_LOOKS = 3
@@ -63,14 +62,16 @@ def same_input(sent: Mapping[str, Any], echoed: Mapping[str, Any]) -> bool:
 
 
 async def find_prediction(
-    client: EachlabsClient,
+    client: Api,
     item: Item,
     state: KeyState,
     uploads: Mapping[str, str],
     *,
     exclude: Collection[str | None] = (),
+    events: Events,
 ) -> tuple[Verdict, str | None]:
-    """Look for the prediction a lost create for ``item`` may have made."""
+    """Look for the prediction a lost create for ``item`` may have made; lookups that fail are
+    said to ``events``."""
     if item.image_url is not None:
         image_url: str | None = item.image_url
     else:
@@ -83,7 +84,9 @@ async def find_prediction(
     try:
         rows = await client.executions(model=item.model, **{"from": start, "to": end})
     except ApiError as exc:
-        log.warning("%s: the executions lookup failed: %s", item.id, exc)
+        events.say(
+            logging.WARNING, "%s: the executions lookup failed: %s", item.id, exc, item_id=item.id
+        )
         return Verdict.UNANSWERED, None
     unanswered = undecided = False
     for row in rows:
@@ -94,7 +97,14 @@ async def find_prediction(
         try:
             prediction = await client.get(candidate)
         except ApiError as exc:
-            log.warning("%s: could not fetch candidate %s: %s", item.id, candidate, exc)
+            events.say(
+                logging.WARNING,
+                "%s: could not fetch candidate %s: %s",
+                item.id,
+                candidate,
+                exc,
+                item_id=item.id,
+            )
             unanswered = True
             continue
         if prediction.input is None:
@@ -106,14 +116,18 @@ async def find_prediction(
     return (Verdict.UNDECIDED if undecided else Verdict.ABSENT), None
 
 
-async def listed(client: EachlabsClient, item: Item, state: KeyState, prediction_id: str) -> bool:
+async def listed(
+    client: Api, item: Item, state: KeyState, prediction_id: str, *, events: Events
+) -> bool:
     """Whether ``GET /v1/executions`` lists ``prediction_id`` (a prediction that answers 404 to
-    polls may still exist); False too if the lookup fails."""
+    polls may still exist); False too if the lookup fails (said to ``events``)."""
     start, end = window(state.submitted_ts or state.submitting_ts, datetime.now(UTC))
     try:
         rows = await client.executions(model=item.model, **{"from": start, "to": end})
     except ApiError as exc:
-        log.warning("%s: the executions lookup failed: %s", item.id, exc)
+        events.say(
+            logging.WARNING, "%s: the executions lookup failed: %s", item.id, exc, item_id=item.id
+        )
         return False
     return any(row.get("id") == prediction_id for row in rows)
 
@@ -143,7 +157,12 @@ class Reconciling(RunContext):
             # a list read before the settle time may lack a row that shows a moment later.
             asked = anyio.current_time()
             verdict, found = await find_prediction(
-                self.client, job.item, job.state, self.uploads, exclude=self.known_ids
+                self.client,
+                job.item,
+                job.state,
+                self.uploads,
+                exclude=self.known_ids,
+                events=self.events,
             )
             looks += 1
             now = anyio.current_time()

@@ -37,8 +37,10 @@ import aiohttp
 import anyio
 
 from runner.api.client import EachlabsClient
+from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
+from runner.api.transfers import SessionFetcher
 from runner.engine.base import RUN_STOPPERS, InFlight, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
 from runner.engine.fetch import Fetching
@@ -61,9 +63,9 @@ class BatchRunner(Creating, Polling, Fetching):
     """Runs one plan to the end (or to a stop) and returns its RunOutcome."""
 
     async def run(self, session: aiohttp.ClientSession, limiter: RateLimiter) -> RunOutcome:
-        self.session = session
-        self.limiter = limiter
-        self.client = EachlabsClient(
+        """Run against the real API at ``config.api_base`` over ``session`` (which downloads
+        the videos too); every API request takes its place in ``limiter``'s window."""
+        client = EachlabsClient(
             session,
             self.config.api_base,
             self.config.api_key,
@@ -74,6 +76,17 @@ class BatchRunner(Creating, Polling, Fetching):
             unreachable_at_start=self.limits.unreachable_at_start,
             fault_wait=self.limits.fault_wait,
         )
+        return await self.run_with(client, SessionFetcher(session, self.events), limiter)
+
+    async def run_with(
+        self, client: Api, fetcher: VideoFetcher, limiter: RateLimiter
+    ) -> RunOutcome:
+        """Run against ``client``, downloading through ``fetcher`` (``runner.api.port``: tests
+        hand in fakes). ``limiter`` is the window ``client`` sends through: the engine reads
+        its spare share to pace polls and wakes its waiters when it stops."""
+        self.client = client
+        self.fetcher = fetcher
+        self.limiter = limiter
         self.slots = InFlight(self.limits.concurrency)
         for step in self.plan.steps:
             self.outcome.jobs[step.item.id] = Job(step.item, step.state)
