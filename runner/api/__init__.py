@@ -2,6 +2,6 @@
 from the rate window to its answer (``requester``), what an answer means (``answers``), how long
 an unreachable API is waited for (``outage``), the wire shapes (``protocol``), the one place
 network errors become project errors (``transport``), the per-minute request window every call
-passes (``ratelimit``), transfers of images and videos to and from other hosts
-(``transfers``), and what the engine needs of all this, as protocols a test can fake
+passes (``ratelimit``), video downloads (``transfers``), image uploads and image URL heads on
+other hosts (``imagehosts``), and what the engine needs of all this, as protocols a test can fake
 (``port``)."""

@@ -4,7 +4,7 @@
 window, redirects by hand, Retry-After, retries, outages) and its answer into plain values
 (``runner.api.protocol``), raising ApiError and its subclasses. Only plain ids are accepted
 from a create and put in a URL. The image upload's PUT to the presigned host is a transfer
-(``runner.api.transfers``): it never carries the key and fails as TransferError.
+(``runner.api.imagehosts``): it never carries the key and fails as TransferError.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import aiohttp
 import anyio
 import yarl
 
-from runner.api import answers, protocol, transfers, transport
+from runner.api import answers, imagehosts, protocol, transport
 from runner.api.ratelimit import (
     PRIORITY_CREATE,
     PRIORITY_OTHER,
@@ -238,7 +238,7 @@ class EachlabsClient:
 
         The presign is an API request (errors as ``get``; ApiProtocolError for an answer without
         http(s) URLs, or naming a required header that cannot be sent). The PUT goes to the
-        presigned host without the key (``transfers.put_image``) and raises TransferError,
+        presigned host without the key (``imagehosts.put_image``) and raises TransferError,
         never an ApiError: with the host's ``status`` when it answered one (a 4xx or a redirect
         other than 307/308 to http(s): refused, permanent; a 5xx: transient), ``status`` None
         when it did not answer (transient).
@@ -269,7 +269,7 @@ class EachlabsClient:
                 "(a control character, or a name that is not a header name)"
             )
         headers.setdefault("Content-Type", content_type)
-        await transfers.put_image(
+        await imagehosts.put_image(
             self._session,
             yarl.URL(presigned),
             data,

@@ -1,6 +1,6 @@
-"""Transfers with hosts that are not the API: output videos, image uploads to presigned URLs,
-and the heads of image URLs. None carries the API key or counts against the request window,
-and every failure is a TransferError (network errors translated by ``runner.api.transport``).
+"""Downloads of the output videos from hosts that are not the API (the CDN). They never carry
+the API key or count against the request window, and every failure is a TransferError (network
+errors translated by ``runner.api.transport``). Images go the other way in ``imagehosts``.
 
 A video is streamed to ``<id>.mp4.part`` beside its final name, checked (the length the server
 announced, at most ``max_bytes``, and a real MP4: ``mp4_problem`` walks its boxes), hashed,
@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +41,9 @@ import anyio
 import stamina
 import yarl
 
-from runner.api import protocol, transport
+from runner.api import transport
 from runner.config import DEFAULT_TRANSFER_STALL, Limits
-from runner.errors import DownloadError, TransferError
+from runner.errors import DownloadError
 from runner.events import Events, logged
 from runner.store import videos
 from runner.store.videos import CHUNK, partial_path
@@ -57,10 +57,8 @@ GONE = frozenset({401, 403, 404, 410})
 DOWNLOAD_ATTEMPTS = 5
 WAIT_INITIAL = 0.5
 WAIT_MAX = 30.0
-#: Redirects followed for one download (CDNs redirect to edges, seldom more than once), and
-#: 307/308 hops for one upload.
+#: Redirects followed for one download (CDNs redirect to edges, seldom more than once).
 MAX_REDIRECTS = 5
-UPLOAD_HOPS = 3
 #: The pseudo statuses of a video refused for what it is: retrying cannot change either.
 TOO_LARGE = 413
 NOT_MP4 = 415
@@ -269,108 +267,3 @@ def _say_attempt(events: Events, label: str, number: int, exc: DownloadError) ->
         then,
         item_id=label,
     )
-
-
-# -- an image to a presigned URL --------------------------------------------------------------
-
-
-async def put_image(
-    session: aiohttp.ClientSession,
-    url: yarl.URL,
-    data: bytes,
-    headers: Mapping[str, str],
-    *,
-    limits: aiohttp.ClientTimeout,
-    scrub: Callable[[str], str],
-) -> None:
-    """PUT ``data`` to a presigned URL, following 307/308 to http(s) URLs only (at most
-    UPLOAD_HOPS); ``scrub`` blanks the API key from the host's text should it echo it.
-
-    Raises TransferError: with the host's ``status`` when it answered one (a 4xx, or another
-    redirect, or one to a URL that is not http(s): refused), ``status`` None when no answer came.
-    """
-    for _hop in range(UPLOAD_HOPS + 1):
-        host = transport.origin(url)
-        with transport.transfer_errors(f"the image upload to {host} failed"):
-            async with session.put(
-                url, data=data, headers=headers, timeout=limits, allow_redirects=False
-            ) as response:
-                status, reason = response.status, response.reason or ""
-                where = response.headers.get("Location")
-                text = scrub((await response.content.read(4096)).decode("utf-8", errors="replace"))
-        if status < 300:
-            return
-        if status in transport.KEEP_METHOD:
-            target = transport.location(url, where)
-            if target is not None and transport.is_http(target):
-                url = target
-                continue
-            shown = transport.origin(target) if target is not None else "no usable URL"
-            raise TransferError(
-                f"the image upload to {host} was redirected ({status}) to {shown}: not followed",
-                status=status,
-            )
-        message, _ = protocol.error_text(text, reason)
-        raise TransferError(
-            f"the image upload to {host} was refused: HTTP {status}: {message}", status=status
-        )
-    raise TransferError(f"the image upload made more than {UPLOAD_HOPS} redirects", status=status)
-
-
-# -- the head of an image URL, for --check-urls --------------------------------------------
-#
-# Only the first bytes are fetched (a Range request; a server that ignores Range is read no
-# further than that either), never with the API key: these are image hosts, not the API, and
-# the requests do not count against the API's budget. Errors become a message; nothing raises.
-
-_CONTENT_RANGE = re.compile(r"bytes\s+\d+-\d+/(\d+)")
-
-
-@dataclass(frozen=True)
-class Head:
-    """The first bytes of a URL and the size of the whole (None: not told), or the error."""
-
-    data: bytes = b""
-    size: int | None = None
-    error: str | None = None
-
-
-async def fetch_head(
-    session: aiohttp.ClientSession, url: str, *, limit: int, seconds: float
-) -> Head:
-    """Up to ``limit`` first bytes of ``url``; ``Head.error`` says why they could not be had."""
-    headers = {"Range": f"bytes=0-{limit - 1}", "Accept": "image/*"}
-    head = Head(error=f"the URL did not answer within {seconds:g} s")
-    with anyio.move_on_after(seconds):
-        try:
-            head = await _read_head(session, url, headers, limit)
-        except TransferError as exc:
-            head = Head(error=str(exc))
-    return head
-
-
-async def _read_head(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], limit: int
-) -> Head:
-    with transport.transfer_errors("cannot fetch the URL"):
-        async with session.get(url, headers=headers) as response:
-            if response.status >= 400:
-                reason = f" ({response.reason})" if response.reason else ""
-                return Head(error=f"the URL answered HTTP {response.status}{reason}")
-            size = _total_size(response)
-            chunks: list[bytes] = []
-            got = 0
-            while got < limit:
-                chunk = await response.content.read(limit - got)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                got += len(chunk)
-            return Head(b"".join(chunks), size)
-
-
-def _total_size(response: aiohttp.ClientResponse) -> int | None:
-    if response.status == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        return int(match.group(1)) if match else None
-    return response.content_length

@@ -22,7 +22,7 @@ import aiohttp
 import anyio
 
 from runner import cost, models
-from runner.api import transfers
+from runner.api import imagehosts
 from runner.api.client import EachlabsClient
 from runner.checks import images, prompts, schema
 from runner.config import CheckConfig, open_regular_file
@@ -79,12 +79,12 @@ async def check_url_images(
 ) -> list[Diagnostic]:
     """``--check-urls``: the head of each http(s) image URL, checked like a local file."""
     urls = sorted({item.image_url for item in items if item.image_url and _fetchable(item)})
-    heads: dict[str, transfers.Head] = {}
+    heads: dict[str, imagehosts.Head] = {}
     limiter = anyio.CapacityLimiter(checks.url_concurrency)
 
     async def fetch(url: str) -> None:
         async with limiter:
-            heads[url] = await transfers.fetch_head(
+            heads[url] = await imagehosts.fetch_head(
                 session, url, limit=checks.url_head_bytes, seconds=checks.url_timeout
             )
 
