@@ -37,7 +37,7 @@ from runner.report import (
 from runner.store import ledger
 from runner.store.budget import Budget, recorded_spend
 from runner.store.outdir import output_lock, prepare_output_dir, write_json_atomically
-from runner.store.plan import Action, Plan
+from runner.store.plan import WORK, Action, Plan
 from runner.store.resume import Resume, read_resume
 from runner.store.writer import LedgerWriter
 
@@ -48,8 +48,6 @@ log = logging.getLogger("runner")
 PREFLIGHT_UNREACHABLE = 3.0
 #: The checks of a library caller who names none: the CLI's defaults.
 DEFAULT_CHECKS = CheckConfig()
-#: Plan actions that send a request or write a record.
-_WORK = frozenset({Action.SUBMIT, Action.POLL, Action.RECONCILE, Action.RECHECK, Action.DOWNLOAD})
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,8 @@ async def check_and_run(
                 budget_usd=config.budget_usd,
                 budget_partial=config.budget_partial,
                 retry_failed=config.retry_failed,
+                only=config.only,
+                limit=config.limit,
             )
         if show is not None:
             show(report)
@@ -224,7 +224,7 @@ async def _run(
     for step in plan.steps:  # predictions that may exist on the server count already
         if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
             spend.hold(step.item.key, step.item.price_usd)
-    work = any(step.action in _WORK for step in plan.steps)
+    work = any(step.action in WORK for step in plan.steps)
     async with LedgerWriter(output_dir / ledger.LEDGER_NAME) as writer:
         if work:
             await writer.open()  # a full or read-only disk is found before any request

@@ -116,6 +116,19 @@ class Limits:
             raise ConfigError(f"the burst must be at least 1 request, not {burst}")
 
 
+#: Which failed items a run submits again: none (False), every one (True), or those whose
+#: recorded error code is one of these (``--retry-failed=PROVIDER_ERROR,timeout``).
+RetryFailed = bool | frozenset[str]
+
+
+def retries(retry_failed: RetryFailed, error_code: str | None) -> bool:
+    """Whether ``retry_failed`` submits again an item that failed with ``error_code`` (codes
+    compare without regard to case)."""
+    if isinstance(retry_failed, bool):
+        return retry_failed
+    return (error_code or "").casefold() in {code.casefold() for code in retry_failed}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, built once by the CLI (or a library caller)."""
@@ -125,12 +138,16 @@ class RunConfig:
     api_base: str
     api_key: str = field(repr=False)  # a secret: never printed, logged or persisted
     limits: Limits = Limits()
-    retry_failed: bool = False
+    retry_failed: RetryFailed = False
     resubmit_ambiguous: bool = False
     #: Cap on the batch's spend in USD (the ledger's recorded spend counts); None: no cap.
     budget_usd: float | None = None
     #: With a budget: submit in manifest order while items fit, leave the rest pending.
     budget_partial: bool = False
+    #: Work on these items only (ids or globs, ``--only``) and at most ``limit`` of them
+    #: (``--limit``); the others are left as they are. Empty and None: every item.
+    only: tuple[str, ...] = ()
+    limit: int | None = None
 
 
 @dataclass(frozen=True)

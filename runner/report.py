@@ -9,7 +9,7 @@ from typing import Any
 from runner.jobs import JobState, summary_status
 from runner.money import json_number, total, usd
 from runner.store.ledger import KeyState
-from runner.store.plan import Action, Plan, picks_up
+from runner.store.plan import WORK, Action, Plan, picks_up
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -72,7 +72,10 @@ def build_summary(
         assert source is not None
         state = final.get(source) or by_id[source].state
         rows.append(item_row(step.item.id, state, step.duplicate_of))
+        if step.action is Action.LEFT:
+            rows[-1]["left_out"] = True  # --only/--limit: not worked on in this run
     counts = Counter(row["status"] for row in rows)
+    picked = [row for step, row in zip(plan.steps, rows, strict=True) if step.action in WORK]
     spent = total(
         (final.get(step.item.id) or step.state).cost
         for step in plan.steps
@@ -89,6 +92,14 @@ def build_summary(
         "account_error": account_error,
         "budget_reached": budget_reached,
         "stopped": stopped,
+        # --only/--limit: the items this run worked on, and how many of them are done
+        "selection": {
+            "items": len(picked),
+            "done": sum(1 for row in picked if row["status"] == "done"),
+            "left_out": plan.count(Action.LEFT),
+        }
+        if plan.selected
+        else None,
         "items": rows,
     }
 
@@ -107,10 +118,15 @@ _ALWAYS = frozenset({"storage", "internal"})
 
 def exit_code(summary: dict[str, Any]) -> int:
     """The documented exit code of a run. A run the API stopped (6, 7) after every item was
-    done anyway is simply done (0); a storage stop is always 5: something went unrecorded."""
+    done anyway is simply done (0); a storage stop is always 5: something went unrecorded.
+    A run on part of the batch (--only/--limit) is complete when its part is done."""
     stopped = summary.get("stopped")
-    counts = summary["counts"]
-    complete = counts["done"] == counts["total"]
+    part = summary.get("selection")  # --only/--limit: the part this run worked on
+    complete = (
+        part["done"] == part["items"]
+        if part
+        else summary["counts"]["done"] == summary["counts"]["total"]
+    )
     if stopped and (stopped["kind"] in _ALWAYS or not complete):
         return STOP_CODES[stopped["kind"]]
     if summary["account_error"]:
@@ -158,6 +174,13 @@ def render(
         lines.append("interrupted: predictions already in flight keep running on the server")
     if summary.get("budget_reached"):
         lines.append("the budget is reached: the remaining items stay pending (raise --budget)")
+    picked = summary.get("selection")
+    if picked:
+        lines.append(
+            f"this run worked on {picked['items']} item{'s' if picked['items'] != 1 else ''} "
+            f"(--only/--limit), {picked['done']} done; {picked['left_out']} left for a run "
+            "without them"
+        )
     if counts["done"] < counts["total"]:
         # A failed download or a prediction given up on is taken up by a plain run; only the
         # others need --retry-failed, which creates (and pays) again.

@@ -17,6 +17,7 @@ written is the schema cache in the output directory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from runner import cost
 from runner.api.client import EachlabsClient
 from runner.checks import items
 from runner.checks.items import ModelCheck
-from runner.config import CheckConfig
+from runner.config import CheckConfig, RetryFailed
 from runner.diagnostics import (
     Code,
     Diagnostic,
@@ -42,7 +43,7 @@ from runner.errors import ConfigError, LedgerError
 from runner.manifest import Manifest, ManifestReading, read_manifest
 from runner.store import ledger
 from runner.store.budget import recorded_spend
-from runner.store.plan import Action, Plan, make_plan
+from runner.store.plan import Action, Plan, make_plan, select, unmatched
 from runner.store.resume import Resume, read_resume
 
 
@@ -82,7 +83,9 @@ async def preflight(
     session: aiohttp.ClientSession | None = None,
     budget_usd: float | None = None,
     budget_partial: bool = False,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
+    only: Sequence[str] = (),
+    limit: int | None = None,
     reading: ManifestReading | None = None,
     resume: Resume | LedgerError | None = None,
 ) -> Report:
@@ -92,9 +95,11 @@ async def preflight(
     already read under the run's lock, or why it could not be read (else it is read here, for
     a dry run).
 
-    ``client`` looks up model schemas (None, or ``checks.offline``: the cache only);
-    ``session`` fetches URL image heads for ``checks.check_urls``. ``output_dir`` defaults to
-    ``output/<batch>``. Raises nothing for a problem of the batch: it is in the report.
+    ``only`` and ``limit`` pick the items this run works on (``store.plan.select``); a pattern
+    of ``only`` that matches no item is an error. ``client`` looks up model schemas (None, or
+    ``checks.offline``: the cache only); ``session`` fetches URL image heads for
+    ``checks.check_urls``. ``output_dir`` defaults to ``output/<batch>``. Raises nothing for a
+    problem of the batch: it is in the report.
     """
     if reading is None:
         reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
@@ -124,7 +129,8 @@ async def preflight(
         budget_usd=budget_usd,
         budget_partial=budget_partial,
     )
-    return _finish(await _plan(report, reading, retry_failed, resume), reading, checks)
+    planned = await _plan(report, reading, retry_failed, resume, only, limit)
+    return _finish(planned, reading, checks)
 
 
 # --- the manifest's guesses ----------------------------------------------------------------
@@ -146,8 +152,10 @@ def settled(problem: Diagnostic, decided: frozenset[str]) -> bool:
 async def _plan(
     report: Report,
     reading: ManifestReading,
-    retry_failed: bool,
+    retry_failed: RetryFailed,
     resume: Resume | LedgerError | None,
+    only: Sequence[str] = (),
+    limit: int | None = None,
 ) -> Report:
     """The report with the run's plan (manifest minus ledger), its estimate and its budget."""
     ledger_path = report.output_dir / ledger.LEDGER_NAME
@@ -166,6 +174,11 @@ async def _plan(
     plan = make_plan(
         reading.items, resume.states, file_ok=resume.file_ok, retry_failed=retry_failed
     )
+    for pattern in unmatched([item.id for item in reading.items], only):
+        problems.append(
+            error(f"--only {pattern!r} matches no item of the manifest", Place(str(reading.path)))
+        )
+    plan = select(plan, only, limit)
     submit = [step.item for step in plan.steps if step.action is Action.SUBMIT]
     in_flight = sum(
         step.item.price_usd for step in plan.steps if step.action in (Action.POLL, Action.RECONCILE)

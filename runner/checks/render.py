@@ -41,6 +41,8 @@ def render_plan(report: Report, *, verbose: bool = False) -> str:
         rows.append(("failed before", plan.count(Action.FAILED), "--retry-failed submits them"))
     if plan.count(Action.DUPLICATE):
         rows.append(("duplicates", plan.count(Action.DUPLICATE), "rendered once, for the first"))
+    if plan.count(Action.LEFT):
+        rows.append(("left out", plan.count(Action.LEFT), "not in --only/--limit: untouched"))
     for name, count, note in rows:
         lines.append(f"  {name:<14}{count:>5}" + (f"   {note}" if note and count else ""))
     for check in report.models:

@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -19,6 +20,7 @@ from runner import config as cfg
 from runner.batch import check_and_run
 from runner.checks.preflight import Report
 from runner.checks.render import render_plan, render_problems, render_verdict
+from runner.cli import notify
 from runner.cli.options import build_parser, checks_from, limits_from
 from runner.cli.simulate import serve, simulate_profile
 from runner.errors import (
@@ -40,16 +42,18 @@ from runner.report import (
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_STORAGE,
+    SUMMARY_NAME,
 )
 
 log = logging.getLogger("runner")
 
 
 async def _check_and_run(
-    args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO
+    args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO, where: list[Path]
 ) -> int:
     """The checks, then (for ``run`` without ``--dry-run``, and only if they found no error)
-    the run: one call of ``runner.batch.check_and_run``. Returns the exit code."""
+    the run: one call of ``runner.batch.check_and_run``. Returns the exit code; ``where``
+    gets the output directory once the checks know it."""
     dry = args.command == "validate" or args.dry_run
     async with contextlib.AsyncExitStack() as stack:
         api_key: str | None
@@ -77,9 +81,12 @@ async def _check_and_run(
             resubmit_ambiguous=getattr(args, "resubmit_ambiguous", False),
             budget_usd=args.budget,
             budget_partial=args.budget_partial,
+            only=tuple(args.only),
+            limit=args.limit,
         )
 
         def show(report: Report) -> None:
+            where.append(report.output_dir)
             shown = report.errors if args.quiet else report.problems
             if shown:
                 print(render_problems(shown), file=err)
@@ -109,14 +116,28 @@ async def execute(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run the parsed command and return its exit code; errors become codes here."""
+    """Run the parsed command and return its exit code; a run's ``--on-finish`` command then
+    hears how it ended."""
     out = out or sys.stdout
     err = err or sys.stderr
+    where: list[Path] = []
+    code = await _exit_code(args, argv, out, err, where)
+    hook = getattr(args, "on_finish", None)
+    if hook and args.command == "run" and not args.dry_run:
+        summary = where[-1] / SUMMARY_NAME if where else None
+        await notify.on_finish(hook, summary, code, err)
+    return code
+
+
+async def _exit_code(
+    args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO, where: list[Path]
+) -> int:
+    """Run the parsed command; errors become exit codes here."""
     try:
         if args.command == "simulate":
             await serve(args)
             return EXIT_OK
-        return await _check_and_run(args, argv, out, err)
+        return await _check_and_run(args, argv, out, err, where)
     except LockedError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_LOCKED

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runner import config as cfg
 from runner.cli.simulate import add_simulate_parser
-from runner.cli.values import positive, usd_amount
+from runner.cli.values import error_codes, positive, usd_amount
 from runner.errors import (
     ConfigError,
 )
@@ -58,8 +58,27 @@ def _check_options() -> argparse.ArgumentParser:
     )
     parent.add_argument(
         "--retry-failed",
-        action="store_true",
-        help="submit again the items that failed in earlier runs",
+        nargs="?",
+        const=True,
+        default=False,
+        type=error_codes,
+        metavar="CODES",
+        help="submit again the items that failed in earlier runs; =CODE,CODE only those whose "
+        "error code is listed (e.g. --retry-failed=PROVIDER_ERROR,timeout)",
+    )
+    parent.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID|GLOB",
+        help="work on this item only (an id or a glob such as 'forest-*'); repeat for more. "
+        "The others are left as they are; summary.json still covers the whole batch",
+    )
+    parent.add_argument(
+        "--limit",
+        type=positive(int),
+        metavar="N",
+        help="work on at most N items (of those --only picks), the first in manifest order",
     )
     checks = parent.add_argument_group("checks before spending")
     checks.add_argument(
@@ -195,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an API that cannot be reached is waited for before the run stops with "
         f"its items pending (exit 6); at most {cfg.DEFAULT_UNREACHABLE_AT_START:g} s if it "
         "was never reached (default: %(default)g)",
+    )
+    run.add_argument(
+        "--on-finish",
+        metavar="CMD",
+        help="when the run ends, however it ends, run CMD with the path of summary.json as its "
+        "last argument and I2V_EXIT_CODE, I2V_SUMMARY and I2V_OUTPUT_DIR in its environment "
+        "(never the API key): for mail, chat or a webhook",
     )
     run.add_argument(
         "--resubmit-ambiguous",

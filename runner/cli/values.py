@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 from runner import config as cfg
@@ -37,6 +38,19 @@ def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
         return value
 
     return parse
+
+
+_CODES = re.compile(r"[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*")
+
+
+def error_codes(text: str) -> frozenset[str]:
+    """An argparse type: error codes separated by commas (``PROVIDER_ERROR,timeout``)."""
+    if not _CODES.fullmatch(text) or text.endswith((".yaml", ".yml")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of error codes (write --retry-failed=CODE,CODE, or put the "
+            "manifest before --retry-failed)"
+        )
+    return frozenset(text.split(","))
 
 
 def fraction(text: str) -> float:

@@ -12,6 +12,7 @@ from functools import partial
 import anyio
 
 from runner.api.protocol import Prediction, RemoteStatus
+from runner.config import retries
 from runner.engine import decisions, policy
 from runner.engine.base import Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
@@ -50,7 +51,8 @@ class Polling(RunContext):
                     job.item.id,
                     prediction_id,
                 )
-                return Action.SUBMIT if self.config.retry_failed else Action.DONE
+                again = retries(self.config.retry_failed, job.state.error_code)
+                return Action.SUBMIT if again else Action.DONE
             self.say(
                 logging.WARNING, "%s: could not look at its prediction again: %s", job.item.id, exc
             )
@@ -73,7 +75,8 @@ class Polling(RunContext):
             cost=prediction.cost,
         )
         self.spend.settle(job.item.key, 0)
-        return Action.SUBMIT if self.config.retry_failed else Action.DONE
+        again = retries(self.config.retry_failed, job.state.error_code)
+        return Action.SUBMIT if again else Action.DONE
 
     async def _poll(self, job: Job) -> Prediction | None:
         """Poll until the prediction ends; None if it was given up on (recorded) or the run

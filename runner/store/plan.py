@@ -7,9 +7,11 @@ renaming an id changes nothing; editing a prompt makes a new key and a new rende
 from __future__ import annotations
 
 import enum
+import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from runner.config import RetryFailed, retries
 from runner.jobs import JobState
 from runner.manifest import Item
 from runner.store.ledger import KeyState
@@ -34,6 +36,11 @@ class Action(enum.StrEnum):
     RECHECK = "recheck"  # given up on while it may still exist: ask the server first
     FAILED = "failed"  # failed in an earlier run; only --retry-failed submits it again
     DUPLICATE = "duplicate"  # same key as an earlier item: rendered once, for that item
+    LEFT = "left"  # has work, but --only/--limit leave it out of this run: untouched
+
+
+#: The actions that send a request or write a record.
+WORK = frozenset({Action.SUBMIT, Action.POLL, Action.RECONCILE, Action.RECHECK, Action.DOWNLOAD})
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,18 @@ class Plan:
     def count(self, action: Action) -> int:
         return sum(1 for step in self.steps if step.action is action)
 
+    @property
+    def selected(self) -> bool:
+        """Whether --only/--limit left some items out of this run."""
+        return any(step.action is Action.LEFT for step in self.steps)
+
 
 def make_plan(
     items: Sequence[Item],
     states: Mapping[str, KeyState],
     *,
     file_ok: Mapping[str, bool],
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
 ) -> Plan:
     """One step per item. ``file_ok[key]`` says whether a downloaded item's file verified."""
     steps: list[Step] = []
@@ -78,7 +90,7 @@ def picks_up(state: KeyState) -> bool:
     return state.state is JobState.FAILED and _action(state, False, False) is not Action.FAILED
 
 
-def _action(state: KeyState, file_ok: bool, retry_failed: bool) -> Action:
+def _action(state: KeyState, file_ok: bool, retry_failed: RetryFailed) -> Action:
     if state.state is JobState.DOWNLOADED:
         return Action.DONE if file_ok else Action.DOWNLOAD
     if state.state is JobState.SUCCEEDED:
@@ -96,5 +108,28 @@ def _action(state: KeyState, file_ok: bool, retry_failed: bool) -> Action:
     ):
         return Action.RECHECK  # it may have finished (and been billed) after we gave up
     if state.state is JobState.FAILED:
-        return Action.SUBMIT if retry_failed else Action.FAILED
+        return Action.SUBMIT if retries(retry_failed, state.error_code) else Action.FAILED
     return Action.SUBMIT
+
+
+def unmatched(ids: Sequence[str], only: Sequence[str]) -> list[str]:
+    """The ``--only`` patterns (ids or globs) that match none of ``ids``."""
+    return [pattern for pattern in only if not any(fnmatch.fnmatchcase(i, pattern) for i in ids)]
+
+
+def select(plan: Plan, only: Sequence[str] = (), limit: int | None = None) -> Plan:
+    """The plan with the work of the items ``only`` names (ids or globs; none: every item),
+    the first ``limit`` of them in manifest order, and every other item's work LEFT as it is.
+    Items without work (done, failed, duplicates) keep their action: the summary still shows
+    the whole batch."""
+    taken = 0
+    steps = []
+    for step in plan.steps:
+        if step.action in WORK:
+            wanted = not only or any(fnmatch.fnmatchcase(step.item.id, p) for p in only)
+            if wanted and (limit is None or taken < limit):
+                taken += 1
+            else:
+                step = replace(step, action=Action.LEFT)
+        steps.append(step)
+    return Plan(tuple(steps))

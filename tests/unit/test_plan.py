@@ -9,7 +9,7 @@ import pytest
 from runner.jobs import JobState
 from runner.manifest import Item
 from runner.store.ledger import KeyState
-from runner.store.plan import DOWNLOAD_FAILED, Action, make_plan
+from runner.store.plan import DOWNLOAD_FAILED, Action, make_plan, select, unmatched
 
 
 def item(item_id: str, key: str) -> Item:
@@ -95,3 +95,46 @@ def test_same_key_twice_is_rendered_once() -> None:
         (Action.DUPLICATE, "a"),
     ]
     assert plan.count(Action.SUBMIT) == 1
+
+
+def test_retry_failed_with_codes_picks_the_failures_with_those_codes_in_any_case() -> None:
+    items = [item("a", "ka"), item("b", "kb"), item("c", "kc")]
+    states = {
+        "ka": KeyState(key="ka", item="a", state=JobState.FAILED, error_code="PROVIDER_FAILED"),
+        "kb": KeyState(key="kb", item="b", state=JobState.FAILED, error_code="CONTENT_POLICY"),
+        "kc": KeyState(key="kc", item="c", state=JobState.FAILED, error_code=None),
+    }
+    codes = frozenset({"provider_failed"})
+    plan = make_plan(items, states, file_ok={}, retry_failed=codes)
+    assert [s.action for s in plan.steps] == [Action.SUBMIT, Action.FAILED, Action.FAILED]
+    every = make_plan(items, states, file_ok={}, retry_failed=True)
+    assert [s.action for s in every.steps] == [Action.SUBMIT] * 3
+
+
+@pytest.mark.parametrize(
+    ("only", "limit", "worked_on"),
+    [
+        ((), None, ["a1", "a2", "b1", "b2"]),
+        (("a*",), None, ["a1", "a2"]),
+        (("b2", "a1"), None, ["a1", "b2"]),  # manifest order, not the order given
+        ((), 3, ["a1", "a2", "b1"]),
+        (("b*",), 1, ["b1"]),
+        (("*2",), 5, ["a2", "b2"]),
+    ],
+)
+def test_only_and_limit_pick_the_items_with_work_and_leave_the_rest(
+    only: tuple[str, ...], limit: int | None, worked_on: list[str]
+) -> None:
+    names = ["a1", "done", "a2", "b1", "b2"]
+    items = [item(name, f"k{name}") for name in names]
+    done = KeyState(key="kdone", item="done", state=JobState.DOWNLOADED, path="done.mp4")
+    plan = select(make_plan(items, {"kdone": done}, file_ok={"kdone": True}), only, limit)
+    actions = {s.item.id: s.action for s in plan.steps}
+    assert actions.pop("done") is Action.DONE  # no work: untouched by the selection
+    assert sorted(i for i, a in actions.items() if a is Action.SUBMIT) == worked_on
+    assert all(a is Action.LEFT for i, a in actions.items() if i not in worked_on)
+    assert plan.selected == (len(worked_on) < 4)
+
+
+def test_the_patterns_that_match_nothing_are_named() -> None:
+    assert unmatched(["a1", "b1"], ["a*", "c*", "b1", "b2"]) == ["c*", "b2"]
