@@ -34,6 +34,7 @@ from runner.report import (
     exit_code,
     render,
 )
+from runner.results import publish_run, save_snapshot
 from runner.store import ledger
 from runner.store.budget import Budget, recorded_spend
 from runner.store.outdir import output_lock, prepare_output_dir, write_json_atomically
@@ -129,6 +130,8 @@ async def check_and_run(
                 raise LockedError(f"another runner started working in {output} meanwhile")
             resume = fresh
         assert isinstance(resume, Resume), "a ledger that cannot be read is an error of the checks"
+        if problem := await save_snapshot(output, report.manifest):  # for `report DIR`
+            events.say(logging.WARNING, "%s", problem)
         result = await _run(
             dataclasses.replace(config, output_dir=output),
             report.manifest,
@@ -283,6 +286,8 @@ async def _finish(
         if work and summary["stopped"] is None:
             summary["stopped"] = {"kind": "storage", "message": str(exc)}
         note = f"summary.json was not written: {exc}"
+    if problem := await publish_run(output_dir, manifest, plan, final):
+        runner.say(logging.WARNING, "%s", problem)  # the exit code stays the run's
     text = render(summary, str(output_dir), resume_command)
     return RunResult(summary, exit_code(summary), f"{text}\n{note}" if note else text)
 

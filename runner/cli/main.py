@@ -22,6 +22,7 @@ from runner.checks.preflight import Report
 from runner.checks.render import render_plan, render_problems, render_verdict
 from runner.cli import notify
 from runner.cli.options import build_parser, checks_from, limits_from
+from runner.cli.report import report_command
 from runner.cli.simulate import serve, simulate_profile
 from runner.errors import (
     ApiBrokenError,
@@ -134,6 +135,8 @@ async def _exit_code(
 ) -> int:
     """Run the parsed command; errors become exit codes here."""
     try:
+        if args.command == "report":
+            return await report_command(args, out, err)
         if args.command == "simulate":
             await serve(args)
             return EXIT_OK

@@ -7,6 +7,7 @@ import importlib.metadata
 from pathlib import Path
 
 from runner import config as cfg
+from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.values import error_codes, positive, usd_amount
 from runner.errors import (
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the only file written is the model schema cache in the output directory. "
         "Exit 0 if there is no error, 2 if there is one.",
     )
+    add_report_parser(sub)
     add_simulate_parser(sub)
     return parser
 

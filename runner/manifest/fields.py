@@ -2,10 +2,12 @@
 
 ``read_top`` reads the batch name, the default model, ``price_usd``, ``defaults`` and the list
 of items; ``read_item`` reads one item's id, image, prompt, model, ``prompt_optimizer`` and
-``input`` over the top level's defaults. Every problem goes to the ``Reader`` at its place; a
-field in error gets a placeholder, so that reading goes on and reports the rest. The image
-field is read by ``runner.manifest.imagesource``; ids, keys and the ``Item`` they make are
-``runner.manifest.reader``'s; the rules of ids and batch names are ``runner.manifest.ids``.
+``input`` over the top level's defaults, and its ``meta`` (the user's own data, carried to the
+results untouched and never part of the item's key). Every problem goes to the ``Reader`` at
+its place; a field in error gets a placeholder, so that reading goes on and reports the rest.
+The image field is read by ``runner.manifest.imagesource``; ids, keys and the ``Item`` they
+make are ``runner.manifest.reader``'s; the rules of ids and batch names are
+``runner.manifest.ids``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
-ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input")
+ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input", "meta")
 
 #: Input keys the manifest sets from its own fields; ``input`` may not repeat them.
 RESERVED_INPUT = frozenset(
@@ -214,6 +216,7 @@ class Fields:
     image_sha256: str | None
     input: dict[str, Any]
     places: dict[str, Place] = field(default_factory=dict)
+    meta: dict[str, Any] | None = None  # the item's ``meta`` mapping, if it has one
 
     @property
     def line(self) -> int:
@@ -255,6 +258,7 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     if "prompt_optimizer" in found:
         optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
     extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
+    meta = _read_meta(reader, found["meta"][1], scope) if "meta" in found else None
     model_input: dict[str, Any] = {"prompt": prompt}
     if optimizer is not None:
         model_input["prompt_optimizer"] = optimizer
@@ -272,6 +276,7 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
         sha,
         model_input,
         places,
+        meta,
     )
 
 
@@ -314,6 +319,25 @@ def _read_input(
         elif ok:
             out[key] = value
             places[f"input.{key}"] = reader.place(vnode, inner.prefix + key)
+    return out
+
+
+def _read_meta(reader: Reader, node: Node, scope: Scope) -> dict[str, Any] | None:
+    """An item's ``meta``: any mapping of JSON values (strings, numbers, booleans, null, lists
+    and mappings), kept as written for the results; None after reporting why not (each bad
+    value at its own place)."""
+    mapping = reader.mapping(node, scope.at("meta"))
+    if mapping is None:
+        return None
+    inner = scope.nested("meta")
+    out: dict[str, Any] = {}
+    for key, (_, vnode) in reader.entries(mapping, inner, None, {}).items():
+        ok, value = reader.value(vnode, inner.at(key))
+        problem = _json_problem(value) if ok else None
+        if problem:
+            reader.error(vnode, inner.at(key), problem)
+        elif ok:
+            out[key] = value
     return out
 
 

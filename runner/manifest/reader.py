@@ -12,6 +12,7 @@ A manifest names a batch, a default model and a list of items, each an image and
         model: minimax-i2v-01-director     # optional, per item
         prompt_optimizer: false            # optional, per item
         input: {extra_model_field: 1}      # optional; merged over defaults.input
+        meta: {client: acme, shot: 12}     # optional; carried to the results untouched
 
 Ids become file names: 1-100 of ``A-Za-z0-9._-``, starting with a letter or digit, unique
 regardless of letter case. A derived id that is taken gets ``-<position>`` appended. Prompts are
@@ -106,6 +107,9 @@ class Item:
     #: Where each field was written: "item", "id", "image", "prompt", "model",
     #: "prompt_optimizer" and "input.<key>" (the item's own or the defaults').
     places: Mapping[str, Place] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    #: The item's ``meta`` mapping as written (None: none given): passed through to the
+    #: results untouched, never sent to the API and never part of ``key``.
+    meta: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @property
     def label(self) -> str:
@@ -291,6 +295,7 @@ def _build_item(f: Fields, item_id: str, top: Top) -> Item:
         key=item_key(f.model, keyed),
         price_usd=price,
         places=f.places,
+        meta=f.meta,
     )
 
 

@@ -4,7 +4,6 @@ planted link."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -14,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.errors import LockedError, StorageError
-from runner.store.disk import storage
+from runner.store.disk import storage, write_if_changed
 
 LOCK_NAME = ".lock"
 
@@ -71,27 +70,6 @@ def prepare_output_dir(output_dir: Path) -> None:
 
 
 def write_json_atomically(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, never through
-    a planted link; StorageError naming the path and the cause if it cannot be written."""
-    tmp = path.with_name(path.name + ".tmp")
-    text = (json.dumps(data, indent=2) + "\n").encode()
-    with storage(path, "write"):
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                if tmp.is_symlink() or not tmp.is_file():
-                    tmp.unlink()
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-            )
-            try:
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+    """Write ``data`` as JSON to ``path`` whole (``disk.write_if_changed``); StorageError
+    naming the path and the cause if it cannot be written. Blocking."""
+    write_if_changed(path, (json.dumps(data, indent=2) + "\n").encode())
