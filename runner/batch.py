@@ -12,7 +12,9 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -24,6 +26,7 @@ from runner.config import CheckConfig, RunConfig
 from runner.engine.scheduler import BatchRunner
 from runner.errors import LedgerError, LockedError, ManifestError, StorageError
 from runner.events import Events, Subscriber, to_log
+from runner.livesummary import refreshing
 from runner.manifest import Item, Manifest, read_manifest
 from runner.report import (
     EXIT_CONFIG,
@@ -90,7 +93,7 @@ async def check_and_run(
     with contextlib.ExitStack() as lock:
         resume: Resume | LedgerError | None = None
         if not dry and output.is_dir():
-            lock.enter_context(output_lock(output))
+            lock.enter_context(output_lock(output, command=resume_command))
             resume = await _read_resume(output, reading.items)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             client = EachlabsClient(
@@ -124,7 +127,7 @@ async def check_and_run(
             return BatchOutcome(report, None, EXIT_CONFIG if report.errors else EXIT_OK)
         if resume is None:  # the output directory is new: make it, lock it
             prepare_output_dir(output)
-            lock.enter_context(output_lock(output))
+            lock.enter_context(output_lock(output, command=resume_command))
             fresh = await _read_resume(output, reading.items)
             if not isinstance(fresh, Resume) or fresh.records:
                 raise LockedError(f"another runner started working in {output} meanwhile")
@@ -249,7 +252,12 @@ async def _run(
                 async with aiohttp.ClientSession(
                     connector=connector, cookie_jar=aiohttp.DummyCookieJar()
                 ) as session:
-                    await runner.run(session, limiter)
+                    await refreshing(
+                        runner.run(session, limiter),
+                        output_dir / SUMMARY_NAME,
+                        partial(_summary_now, runner, manifest, plan),
+                        runner.say,
+                    )
             result = await _finish(runner, manifest, plan, output_dir, resume_command, work)
             tg.cancel_scope.cancel()  # signals are handled until the summary is written
     return result
@@ -266,18 +274,8 @@ async def _finish(
     """Write ``summary.json`` and make the result. A summary that cannot be written is said
     and makes the exit code 5, unless the run had nothing to do (a finished batch in a
     read-only directory is simply done)."""
-    outcome = runner.outcome
-    final = {item_id: job.state for item_id, job in outcome.jobs.items()}
-    stopped = outcome.stopped
-    summary = build_summary(
-        manifest.batch,
-        plan,
-        final,
-        interrupted=outcome.interrupted,
-        account_error=outcome.account_error,
-        budget_reached=outcome.budget_reached,
-        stopped=None if stopped is None else {"kind": stopped.kind, "message": stopped.message},
-    )
+    final = {item_id: job.state for item_id, job in runner.outcome.jobs.items()}
+    summary = _summary_now(runner, manifest, plan)
     note = ""
     try:
         await anyio.to_thread.run_sync(write_json_atomically, output_dir / SUMMARY_NAME, summary)
@@ -290,6 +288,22 @@ async def _finish(
         runner.say(logging.WARNING, "%s", problem)  # the exit code stays the run's
     text = render(summary, str(output_dir), resume_command)
     return RunResult(summary, exit_code(summary), f"{text}\n{note}" if note else text)
+
+
+def _summary_now(runner: BatchRunner, manifest: Manifest, plan: Plan) -> dict[str, Any]:
+    """The summary of the run as it stands: what ``_finish`` writes at the end, kept current
+    in ``summary.json`` while the run goes (``runner.livesummary``)."""
+    outcome = runner.outcome
+    stopped = outcome.stopped
+    return build_summary(
+        manifest.batch,
+        plan,
+        {item_id: job.state for item_id, job in outcome.jobs.items()},
+        interrupted=outcome.interrupted,
+        account_error=outcome.account_error,
+        budget_reached=outcome.budget_reached,
+        stopped=None if stopped is None else {"kind": stopped.kind, "message": stopped.message},
+    )
 
 
 async def _watch_signals(runner: BatchRunner) -> None:

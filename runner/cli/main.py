@@ -21,9 +21,11 @@ from runner.batch import check_and_run
 from runner.checks.preflight import Report
 from runner.checks.render import render_plan, render_problems, render_verdict
 from runner.cli import notify
+from runner.cli.cancel import cancel_command
 from runner.cli.options import build_parser, checks_from, limits_from
 from runner.cli.report import report_command
 from runner.cli.simulate import serve, simulate_profile
+from runner.cli.status import status_command
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -140,6 +142,10 @@ async def _exit_code(
         if args.command == "simulate":
             await serve(args)
             return EXIT_OK
+        if args.command == "status":
+            return await status_command(args, out, err)
+        if args.command == "cancel":
+            return await cancel_command(args, argv, out, err)
         return await _check_and_run(args, argv, out, err, where)
     except LockedError as exc:
         print(f"error: {exc}", file=err)

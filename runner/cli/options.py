@@ -7,8 +7,10 @@ import importlib.metadata
 from pathlib import Path
 
 from runner import config as cfg
+from runner.cli.cancel import add_cancel_parser
 from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
+from runner.cli.status import add_status_parser
 from runner.cli.values import error_codes, positive, usd_amount
 from runner.errors import (
     ConfigError,
@@ -242,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_report_parser(sub)
     add_simulate_parser(sub)
+    add_status_parser(sub)
+    add_cancel_parser(sub)
     return parser
 
 
