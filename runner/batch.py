@@ -96,16 +96,17 @@ async def check_and_run(
             lock.enter_context(output_lock(output, command=resume_command))
             resume = await _read_resume(output, reading.items)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            client = EachlabsClient(
+            client = EachlabsClient.for_limits(
                 session,
                 config.api_base,
                 config.api_key,
                 limiter,
-                request_timeout=limits.request_timeout,
-                max_retry_after=limits.max_retry_after,
                 # The checks fall back to the schema cache (with a warning) when the API
                 # cannot be reached: no reason to wait for it as long as a run does.
-                unreachable_at_start=min(limits.unreachable_at_start, PREFLIGHT_UNREACHABLE),
+                dataclasses.replace(
+                    limits,
+                    unreachable_at_start=min(limits.unreachable_at_start, PREFLIGHT_UNREACHABLE),
+                ),
             )
             report = await preflight(
                 config.manifest_path,

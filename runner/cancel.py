@@ -216,16 +216,8 @@ async def _cancel_all(
             LedgerWriter(path) as writer,
             anyio.create_task_group() as tg,
         ):
-            client = EachlabsClient(
-                session,
-                config.api_base,
-                config.api_key,
-                limiter,
-                request_timeout=limits.request_timeout,
-                max_retry_after=limits.max_retry_after,
-                unreachable_after=limits.unreachable_after,
-                unreachable_at_start=limits.unreachable_at_start,
-                fault_wait=limits.fault_wait,
+            client = EachlabsClient.for_limits(
+                session, config.api_base, config.api_key, limiter, limits
             )
             for state in to_cancel:
                 tg.start_soon(_settle_into, found, slots, client, writer, state, config)

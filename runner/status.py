@@ -29,7 +29,7 @@ from runner.money import json_number
 from runner.report import SUMMARY_NAME
 from runner.store import ledger
 from runner.store.budget import recorded_spend
-from runner.store.ledger import KeyState
+from runner.store.ledger import KeyState, seconds_since
 from runner.store.outdir import LOCK_NAME, LockState, read_lock
 from runner.store.plan import picks_up
 
@@ -213,19 +213,6 @@ def _read_summary(path: Path, warnings: list[str]) -> dict[str, Any] | None:
         warnings.append(f"{path} cannot be read ({reason}): items never submitted are not counted")
         return None
     return summary if isinstance(summary, dict) else None
-
-
-def seconds_since(ts: str | None, now: datetime) -> float | None:
-    """Seconds from the ISO 8601 time ``ts`` (with an offset) to ``now``; None if unknown."""
-    if ts is None:
-        return None
-    try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if then.tzinfo is None:
-        return None
-    return max(0.0, (now - then).total_seconds())
 
 
 def as_json(status: BatchStatus, now: datetime) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from runner.config import (
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_UNREACHABLE_AFTER,
     DEFAULT_UNREACHABLE_AT_START,
+    Limits,
 )
 from runner.errors import (
     AmbiguousCreateError,
@@ -96,6 +97,29 @@ class EachlabsClient:
             fault_wait=fault_wait,
         )
         self._upload_timeout = aiohttp.ClientTimeout(total=request_timeout)
+
+    @classmethod
+    def for_limits(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        limiter: RateLimiter,
+        limits: Limits,
+    ) -> EachlabsClient:
+        """A client that waits as ``limits`` say: request timeout, Retry-After cap, outage
+        limits, fault back-off."""
+        return cls(
+            session,
+            base_url,
+            api_key,
+            limiter,
+            request_timeout=limits.request_timeout,
+            max_retry_after=limits.max_retry_after,
+            unreachable_after=limits.unreachable_after,
+            unreachable_at_start=limits.unreachable_at_start,
+            fault_wait=limits.fault_wait,
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"EachlabsClient({self._requests.shown!r})"

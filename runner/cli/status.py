@@ -14,7 +14,8 @@ import anyio
 from runner.errors import RunnerError
 from runner.jobs import JobState
 from runner.report import EXIT_CONFIG, EXIT_OK
-from runner.status import BatchStatus, as_json, read_status, seconds_since
+from runner.status import BatchStatus, as_json, read_status
+from runner.store.ledger import seconds_since
 
 #: Item ids shown on one line of the screen before "and N more" (``--json`` lists them all).
 MAX_IDS_SHOWN = 10

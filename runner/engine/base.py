@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio
 
@@ -32,7 +32,7 @@ from runner.events import Events, ItemChanged, Said, SpendChanged, logged
 from runner.jobs import JobState, transition
 from runner.manifest import Item
 from runner.store.budget import Budget
-from runner.store.ledger import KeyState, apply
+from runner.store.ledger import KeyState, apply, seconds_since
 from runner.store.plan import Plan
 from runner.store.writer import LedgerWriter
 
@@ -103,15 +103,9 @@ class InFlight:
 
 
 def mono_from_iso(ts: str | None, now_mono: float) -> float | None:
-    if not ts:
-        return None
-    try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if then.tzinfo is None:
-        return None
-    return now_mono - max(0.0, (datetime.now(then.tzinfo) - then).total_seconds())
+    """The moment ``ts`` (a ledger time) on the monotonic clock that reads ``now_mono`` now."""
+    ago = seconds_since(ts, datetime.now(UTC))
+    return None if ago is None else now_mono - ago
 
 
 class RunContext:

@@ -65,16 +65,8 @@ class BatchRunner(Creating, Polling, Fetching):
     async def run(self, session: aiohttp.ClientSession, limiter: RateLimiter) -> RunOutcome:
         """Run against the real API at ``config.api_base`` over ``session`` (which downloads
         the videos too); every API request takes its place in ``limiter``'s window."""
-        client = EachlabsClient(
-            session,
-            self.config.api_base,
-            self.config.api_key,
-            limiter,
-            request_timeout=self.limits.request_timeout,
-            max_retry_after=self.limits.max_retry_after,
-            unreachable_after=self.limits.unreachable_after,
-            unreachable_at_start=self.limits.unreachable_at_start,
-            fault_wait=self.limits.fault_wait,
+        client = EachlabsClient.for_limits(
+            session, self.config.api_base, self.config.api_key, limiter, self.limits
         )
         return await self.run_with(client, SessionFetcher(session, self.events), limiter)
 

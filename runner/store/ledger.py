@@ -36,6 +36,22 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_iso(ts: str | None) -> datetime | None:
+    """A time written as ``now_iso`` does (any ISO 8601 time with an offset); None when it is
+    missing, unreadable or has no offset."""
+    try:
+        moment = datetime.fromisoformat((ts or "").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def seconds_since(ts: str | None, now: datetime) -> float | None:
+    """Seconds from ``ts`` (``parse_iso``) to ``now``, at least 0; None if ``ts`` is unknown."""
+    then = parse_iso(ts)
+    return None if then is None else max(0.0, (now - then).total_seconds())
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
     """One ledger line, newline included. Decimal amounts are written as JSON numbers."""
     plain = {name: json_number(value) for name, value in record.items()}
@@ -80,11 +96,8 @@ def _timestamp(value: object) -> str | None:
     show (the reconciliation window is computed around it, days either side)."""
     if not isinstance(value, str):
         return "must be a string"
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or not 1970 <= moment.year <= 9000:
+    moment = parse_iso(value)
+    if moment is None or not 1970 <= moment.year <= 9000:
         return "must be an ISO 8601 time with a UTC offset"
     return None
 
