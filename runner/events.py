@@ -1,7 +1,7 @@
 """What a run tells the world, as typed events, from every layer to every subscriber.
 
 - the engine: an item's record written (``ItemChanged``), the batch's spend changed
-  (``SpendChanged``);
+  (``SpendChanged``), an item's image upload started or ended (``Uploading``);
 - the request window (``runner.api.ratelimit``): a request sent (``RequestSent``), one refused
   with a 429 (``RequestRefused``), every request held for a while (``Paused``: a Retry-After,
   an API that cannot be reached);
@@ -35,6 +35,16 @@ class ItemChanged:
     item_id: str
     state: JobState
     record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Uploading:
+    """An item's image upload started (``done`` False) or ended, uploaded or not (True). No
+    record marks it: the ledger's ``uploaded`` is no state of the item, and a failed upload
+    may leave the item pending without one."""
+
+    item_id: str
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class Paused:
     why: str
 
 
-Event = ItemChanged | SpendChanged | Said | RequestSent | RequestRefused | Paused
+Event = ItemChanged | SpendChanged | Said | RequestSent | RequestRefused | Paused | Uploading
 Subscriber = Callable[[Event], None]
 
 
@@ -117,13 +127,15 @@ class Events:
 
 
 def to_log(logger: logging.Logger) -> Subscriber:
-    """The subscriber that writes each ``Said`` to ``logger`` at its level, and requests
-    refused and pauses at DEBUG (item states and spend stay silent: the ledger and the summary
-    hold them; requests sent would be one line per request)."""
+    """The subscriber that writes each ``Said`` to ``logger`` at its level, and every request
+    decision at DEBUG (``-v``): each request sent, refused or paused (item states and spend
+    stay silent: the ledger and the summary hold them)."""
 
     def write(event: Event) -> None:
         if isinstance(event, Said):
             logger.log(event.level, "%s", event.text)
+        elif isinstance(event, RequestSent):
+            logger.debug("%s: sent (the request window let it go)", event.what)
         elif isinstance(event, RequestRefused):
             logger.debug("%s: refused with a 429; the request window slows down", event.what)
         elif isinstance(event, Paused):

@@ -10,6 +10,7 @@ from runner.jobs import JobState, summary_status
 from runner.money import json_number, total, usd
 from runner.store.ledger import KeyState
 from runner.store.plan import WORK, Action, Plan, picks_up
+from runner.walltime import duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -147,18 +148,48 @@ _STOP_ADVICE = {
 }
 
 
-def render(
-    summary: dict[str, Any], output_dir: str, resume_command: str, *, max_failures: int = 10
-) -> str:
-    """The one-screen summary printed at the end of a run."""
+def headline(summary: dict[str, Any], wall_seconds: float | None = None) -> str:
+    """The summary's first line: the counts and the spend (and how long the run took)."""
     counts = summary["counts"]
-    lines = [
+    line = (
         f"batch {summary['batch']}: {counts['done']}/{counts['total']} done, "
         f"{counts['failed']} failed, {counts['running']} running, {counts['pending']} pending; "
-        f"spent ${summary['cost_usd']:.2f}",
-        f"videos, ledger and summary.json in {output_dir}",
-    ]
+        f"spent ${summary['cost_usd']:.2f}"
+    )
+    return line if wall_seconds is None else f"{line}; wall time {duration(wall_seconds)}"
+
+
+#: The reason of a failure recorded without an error code.
+NO_CODE = "no error code"
+#: How the line of the failures grouped by reason starts.
+REASONS_LINE = "failed by reason: "
+
+
+def failure_reasons(summary: dict[str, Any]) -> list[tuple[str, int]]:
+    """The failed items grouped by reason (their error code): (reason, count), the most
+    frequent first, then by name."""
+    reasons = Counter(
+        row.get("error_code") or NO_CODE for row in summary["items"] if row["status"] == "failed"
+    )
+    return sorted(reasons.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def render(
+    summary: dict[str, Any],
+    output_dir: str,
+    resume_command: str,
+    *,
+    max_failures: int = 10,
+    wall_seconds: float | None = None,
+) -> str:
+    """The one-screen summary printed at the end of a run. Its first line is ``headline``
+    (a terminal shows it as a table instead: ``runner.display.endtable``)."""
+    counts = summary["counts"]
+    lines = [headline(summary, wall_seconds), f"videos, ledger and summary.json in {output_dir}"]
     failed = [row for row in summary["items"] if row["status"] == "failed"]
+    if failed:
+        reasons = failure_reasons(summary)
+        lines.append(REASONS_LINE + ", ".join(f"{why} {n}" for why, n in reasons))
     for row in failed[:max_failures]:
         code = f" [{row['error_code']}]" if row.get("error_code") else ""
         lines.append(f"  failed {row['id']}{code}: {row['error']}")

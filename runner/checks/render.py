@@ -2,15 +2,18 @@
 
 ``render_problems`` prints each diagnostic as ``error: m.yaml:5:13: item 1 (id "deer"), field
 "prompt": ...``; ``render_plan`` what a run would do (items by action, uploads, models, the
-estimated cost and the budget); ``render_verdict`` the last line. Pure: text from a ``Report``.
+estimated cost, the expected wall time and the budget); ``render_verdict`` the last line. Pure:
+text from a ``Report`` (and the run's ``Limits`` for the time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
-from runner import cost
+from runner import cost, walltime
 from runner.checks.preflight import Report
+from runner.config import Limits
 from runner.diagnostics import Diagnostic
 from runner.store.plan import Action
 
@@ -20,8 +23,9 @@ def render_problems(problems: Iterable[Diagnostic]) -> str:
     return "\n".join(f"{p.severity}: {p}" for p in problems)
 
 
-def render_plan(report: Report, *, verbose: bool = False) -> str:
-    """What a run would do: items by action, uploads, models, estimated cost and budget."""
+def render_plan(report: Report, *, verbose: bool = False, limits: Limits | None = None) -> str:
+    """What a run would do: items by action, uploads, models, estimated cost and budget, and
+    with ``limits`` the expected wall time beside the cost."""
     lines = [f"batch {report.batch}: {report.manifest_path}, output in {report.output_dir}"]
     plan, estimate = report.plan, report.estimate
     if plan is None or estimate is None:
@@ -49,7 +53,10 @@ def render_plan(report: Report, *, verbose: bool = False) -> str:
         lines.append(
             f"  model {check.slug}: {check.items} item{_s(check.items)}, schema {check.how}"
         )
-    lines += _cost_lines(report, estimate)
+    money = _cost_lines(report, estimate)
+    if limits is not None:
+        money.insert(1, _time_line(report, limits))  # right below the estimated cost
+    lines += money
     if verbose:
         lines.append("  items:")
         for step in plan.steps:
@@ -96,6 +103,47 @@ def _cost_lines(report: Report, estimate: cost.Estimate) -> list[str]:
             f"{cost.usd(estimate.total)}"
         )
     return lines
+
+
+def _time_line(report: Report, limits: Limits) -> str:
+    """``expected wall time: about 13 h 20 min (2,000 items, 10 at a time, ~4 min each)``: the
+    items to submit (those that fit, with --budget-partial) and the predictions resumed in
+    flight (each counted as a whole run), at the in-flight cap and the expected run time, and
+    at least the requests they need at the rate limit (``runner.walltime``)."""
+    assert report.plan is not None
+    plan = report.plan
+    to_submit = plan.count(Action.SUBMIT)
+    if report.budget_partial and report.fits is not None:
+        to_submit = min(to_submit, report.fits)
+    resumed = plan.count(Action.POLL) + plan.count(Action.RECONCILE) + plan.count(Action.RECHECK)
+    items = to_submit + resumed
+    if not items:
+        return "  expected wall time: nothing to submit or wait for"
+    runtime = limits.expected_runtime
+    requests = walltime.requests_needed(
+        to_submit=to_submit, in_flight=resumed, uploads=report.uploads
+    )
+    pace = partial(
+        walltime.wall_time,
+        waiting=to_submit,
+        running=[runtime] * resumed,
+        concurrency=limits.concurrency,
+        runtime=runtime,
+        rate_limit=limits.rate_limit,
+        rate_window=limits.rate_window,
+    )
+    by_slots = pace()
+    seconds = pace(requests=requests)
+    why = f"{items:,} item{_s(items)}"
+    if resumed:
+        why += f" ({resumed:,} resumed)"
+    why += f", {limits.concurrency} at a time, ~{walltime.duration(runtime)} each"
+    if seconds > by_slots:
+        why += (
+            f"; at least {requests:,} requests at {limits.rate_limit} per "
+            f"{walltime.duration(limits.rate_window)}"
+        )
+    return f"  expected wall time: about {walltime.duration(seconds)} ({why})"
 
 
 def render_verdict(report: Report, *, dry: bool) -> str:

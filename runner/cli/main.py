@@ -22,10 +22,11 @@ from runner.checks.preflight import Report
 from runner.checks.render import render_plan, render_problems, render_verdict
 from runner.cli import notify
 from runner.cli.cancel import cancel_command
-from runner.cli.options import build_parser, checks_from, limits_from
+from runner.cli.options import build_parser, checks_from, limits_from, view_from
 from runner.cli.report import report_command
 from runner.cli.simulate import serve, simulate_profile
 from runner.cli.status import status_command
+from runner.display import RunView, choose_mode, log_handler
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -87,6 +88,11 @@ async def _check_and_run(
             only=tuple(args.only),
             limit=args.limit,
         )
+        settings = view_from(args)
+        mode = choose_mode(settings, err, os.environ)
+        view = await stack.enter_async_context(
+            RunView(settings, mode, out, err, secrets=(config.api_key,))
+        )
 
         def show(report: Report) -> None:
             where.append(report.output_dir)
@@ -94,10 +100,12 @@ async def _check_and_run(
             if shown:
                 print(render_problems(shown), file=err)
             if dry or report.manifest is None:
-                print(render_plan(report, verbose=args.verbose), file=out)
+                print(render_plan(report, verbose=args.verbose, limits=config.limits), file=out)
                 print(render_verdict(report, dry=dry), file=out if dry else err)
             elif not args.quiet:
-                print(render_plan(report, verbose=args.verbose), file=out)
+                print(render_plan(report, verbose=args.verbose, limits=config.limits), file=out)
+            if not dry and not report.errors:
+                view.start(report, config.limits, config.budget_usd)
 
         resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
         outcome = await check_and_run(
@@ -107,9 +115,10 @@ async def _check_and_run(
             show=show,
             resume_command=resume,
             handle_signals=True,
+            on_event=view.on_event,
         )
         if outcome.result is not None:
-            print(outcome.result.text, file=out)
+            view.finish(outcome.result)
         return outcome.exit_code
 
 
@@ -188,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, handlers=[log_handler(logging.NOTSET)])
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:
         code = anyio.run(execute, args, argv)

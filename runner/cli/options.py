@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 from runner import config as cfg
 from runner.cli.cancel import add_cancel_parser
@@ -12,6 +14,7 @@ from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.status import add_status_parser
 from runner.cli.values import error_codes, positive, usd_amount
+from runner.display import DEFAULT_HEARTBEAT, ViewSettings
 from runner.errors import (
     ConfigError,
 )
@@ -118,6 +121,48 @@ def _check_options() -> argparse.ArgumentParser:
     return parent
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser that takes no prefix of an option for the option (``--retry`` is an error, not
+    ``--retry-failed``); its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def _seconds_or_off(text: str) -> float:
+    """An argparse type: 0 (off) or a number of seconds as ``positive`` takes it."""
+    with contextlib.suppress(ValueError):
+        if float(text) == 0:
+            return 0.0
+    return float(positive(float)(text))
+
+
+def _view_options(run: argparse.ArgumentParser) -> None:
+    """What a run shows as it goes (``runner.display``)."""
+    view = run.add_argument_group("what a run shows as it goes")
+    view.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live view on a terminal: log lines and heartbeats as without one (NO_COLOR "
+        "and TERM=dumb do the same)",
+    )
+    view.add_argument(
+        "--heartbeat",
+        type=_seconds_or_off,
+        default=DEFAULT_HEARTBEAT,
+        metavar="S",
+        help="without a live view, log a line with the counts, spend and ETA every S seconds "
+        "(0: never; default: %(default)g)",
+    )
+    view.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="append every event of the run to PATH as one JSON line each (never the key)",
+    )
+
+
 def _version() -> str:
     """The installed package's version (pyproject.toml's), or "unknown" when run from a tree
     that was never installed."""
@@ -128,7 +173,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="i2v-runner",
         description="Render videos in bulk through the Eachlabs prediction API (MiniMax Hailuo "
         "image-to-video), resumably, within the account's limits.",
@@ -154,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every check and print the plan and its estimated cost; upload and submit nothing",
     )
+    _view_options(run)
     run.add_argument(
         "--concurrency",
         type=positive(int),
@@ -267,6 +313,18 @@ def limits_from(args: argparse.Namespace) -> cfg.Limits:
         reconcile_settle=given.get("reconcile_wait", cfg.DEFAULT_RECONCILE_SETTLE),
         unreachable_after=unreachable,
         unreachable_at_start=min(cfg.DEFAULT_UNREACHABLE_AT_START, unreachable),
+    )
+
+
+def view_from(args: argparse.Namespace) -> ViewSettings:
+    """What the view shows (``validate`` has none of the run's view options: the defaults)."""
+    given = vars(args)
+    return ViewSettings(
+        progress=not given.get("no_progress", False),
+        heartbeat=given.get("heartbeat", DEFAULT_HEARTBEAT),
+        log_file=given.get("log_file"),
+        quiet=args.quiet,
+        verbose=args.verbose,
     )
 
 

@@ -19,6 +19,7 @@ from runner.engine.base import Job
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import Reconciling, Verdict
 from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
+from runner.events import Uploading
 from runner.jobs import JobState
 from runner.store import disk
 from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
@@ -68,9 +69,13 @@ class Creating(Reconciling):
         async with lock:
             if sha in self.uploads:
                 return self.uploads[sha]
-            data = await anyio.to_thread.run_sync(read_image, item.image_path)
-            content_type = sniff_content_type(data[:16]) or "application/octet-stream"
-            url = await self.client.upload(data, content_type)
+            self.events.emit(Uploading(item.id))
+            try:
+                data = await anyio.to_thread.run_sync(read_image, item.image_path)
+                content_type = sniff_content_type(data[:16]) or "application/octet-stream"
+                url = await self.client.upload(data, content_type)
+            finally:
+                self.events.emit(Uploading(item.id, done=True))
             await self.ledger.append(item.id, item.key, EVENT_UPLOADED, sha256=sha, public_url=url)
             self.uploads[sha] = url
             self.say(logging.INFO, "%s: uploaded %s", item.id, item.image_path.name)
