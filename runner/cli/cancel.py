@@ -13,7 +13,7 @@ from typing import TextIO
 
 from runner import config as cfg
 from runner.cancel import DEFAULT_CANCEL_WATCH, CancelConfig, Ending, cancel_batch, counts
-from runner.cli.values import MAX_OPTION_VALUE, positive
+from runner.cli.values import MAX_OPTION_VALUE, add_api_options, positive
 from runner.errors import AccountError, ConfigError
 from runner.report import EXIT_ACCOUNT
 from runner.stoprunner import STOP_WAIT
@@ -64,19 +64,7 @@ def add_cancel_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="if a runner holds DIR, send it SIGTERM (on this host only) and wait up to "
         f"{STOP_WAIT:g} s for it to stop, then cancel",
     )
-    cancel.add_argument(
-        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
-    )
-    cancel.add_argument(
-        "--api-key-file",
-        type=Path,
-        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
-    )
-    cancel.add_argument(
-        "--rate",
-        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
-        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
-    )
+    add_api_options(cancel)
     cancel.add_argument(
         "--wait",
         type=seconds,

@@ -104,6 +104,7 @@ async def _check_and_run(
                 print(render_verdict(report, dry=dry), file=out if dry else err)
             elif not args.quiet:
                 print(render_plan(report, verbose=args.verbose, limits=config.limits), file=out)
+            out.flush()  # the plan before the run's lines, also when both go to one file
             if not dry and not report.errors:
                 view.start(report, config.limits, config.budget_usd)
 

@@ -13,7 +13,7 @@ from runner.cli.cancel import add_cancel_parser
 from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.status import add_status_parser
-from runner.cli.values import error_codes, positive, usd_amount
+from runner.cli.values import add_api_options, error_codes, positive, usd_amount
 from runner.display import DEFAULT_HEARTBEAT, ViewSettings
 from runner.errors import (
     ConfigError,
@@ -42,19 +42,7 @@ def _check_options() -> argparse.ArgumentParser:
         action="store_true",
         help="run against the built-in simulator, started in-process on 127.0.0.1 (no key needed)",
     )
-    parent.add_argument(
-        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
-    )
-    parent.add_argument(
-        "--api-key-file",
-        type=Path,
-        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
-    )
-    parent.add_argument(
-        "--rate",
-        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
-        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
-    )
+    add_api_options(parent)
     parent.add_argument(
         "--burst",
         type=positive(int),

@@ -1,4 +1,5 @@
-"""The argparse types of the options: positive numbers, shares, dollar amounts."""
+"""The argparse types of the options (positive numbers, shares, dollar amounts, error codes)
+and the API options every command that talks to the API shares."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from runner import config as cfg
 from runner.errors import (
@@ -51,6 +53,24 @@ def error_codes(text: str) -> frozenset[str]:
             "manifest before --retry-failed)"
         )
     return frozenset(text.split(","))
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """``--api-base``, ``--api-key-file`` and ``--rate``: how a command that talks to the API
+    reaches it (``run``, ``validate``, ``cancel``). The key itself is never an option."""
+    parser.add_argument(
+        "--api-base", help=f"API base URL (default: ${cfg.ENV_API_BASE} or {cfg.DEFAULT_API_BASE})"
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
+    )
+    parser.add_argument(
+        "--rate",
+        default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
+        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
+    )
 
 
 def fraction(text: str) -> float:

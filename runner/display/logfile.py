@@ -64,10 +64,12 @@ class LogFile:
     """The subscriber of ``--log-file``: call it with each event; ``run`` writes them."""
 
     def __init__(self, path: Path, *, secrets: tuple[str, ...] = ()) -> None:
-        """Opens ``path`` for appending; ConfigError naming it if it cannot be."""
+        """Opens ``path`` for appending, making its folder if needed (a log inside an output
+        directory the first run has yet to make); ConfigError naming it if it cannot be."""
         self.path = path
         self._secrets = secrets
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._file: TextIO = path.open("a", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(

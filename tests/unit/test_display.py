@@ -445,3 +445,15 @@ def test_a_heartbeat_that_is_no_number_of_seconds_is_refused(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "m.yaml", "--heartbeat", value])
     assert "--heartbeat" in capsys.readouterr().err
+
+
+async def test_a_log_file_in_a_folder_not_made_yet_is_made_with_it(tmp_path: Path) -> None:
+    """A cron line that puts --log-file inside the output directory must work on the first
+    night too, before the run has made that directory (it failed with exit 2)."""
+    path = tmp_path / "output" / "nightly" / "events.jsonl"
+    log_file = LogFile(path)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(log_file.run)
+        log_file(SpendChanged(Decimal("0.43"), Decimal(0)))
+        log_file.close()
+    assert [json.loads(line)["type"] for line in path.read_text().splitlines()] == ["SpendChanged"]
