@@ -31,6 +31,7 @@ from runner.bench.clients import (
     sdk_poller,
     seed_loop,
     this_runner,
+    this_runner_watched,
     upload_images,
 )
 from runner.simulator import SimConfig, Simulator
@@ -100,7 +101,7 @@ async def main() -> int:
         for name, client, scenario in (
             ("seed-loop", seed_loop, SCENARIO),
             ("sdk-0.5s", sdk_poller, SCENARIO),
-            ("runner", this_runner, SCENARIO),
+            ("runner", this_runner_watched, SCENARIO),
             ("runner-rl", this_runner, REALISTIC),
         ):
             work = Path(tmp) / name
@@ -115,7 +116,8 @@ async def main() -> int:
     )
     print(table(rows))
     print(
-        "runner-rl: the runner against the realistic profile (3 % of requests, 2 % of creates "
+        "runner: with the CLI's live view drawing, as on a terminal; runner-rl: the runner "
+        "without a view, against the realistic profile (3 % of requests, 2 % of creates "
         "and 3 % of downloads faulted)"
     )
     ours, rough = rows[-2], rows[-1]

@@ -4,15 +4,18 @@ coroutine ``(base, items, seen, work) -> failed``."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from runner.batch import run_batch
+from runner.batch import check_and_run
 from runner.bench import IMAGES, ITEMS, KEY, LIMITS, SCALE, SETUP_TRIES, SLOTS
+from runner.checks.preflight import Report
 from runner.config import RunConfig
+from runner.display import Mode, RunView, ViewSettings
 
 
 async def upload_images(base: str) -> list[str]:
@@ -117,8 +120,30 @@ async def sdk_poller(
     return await reference_client(base, items, seen, poll=0.5 / SCALE, backoff=True)
 
 
+class _Terminal(io.StringIO):
+    """Where the live view draws in the bench: a buffer that says it is a terminal, so rich
+    animates it as it would a real one (redraws, the log above the view)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 async def this_runner(
     base: str, items: list[dict[str, Any]], seen: dict[str, float], work: Path
+) -> int:
+    """The runner as the library runs it: no display."""
+    return await _run_ours(base, items, seen, work, view=False)
+
+
+async def this_runner_watched(
+    base: str, items: list[dict[str, Any]], seen: dict[str, float], work: Path
+) -> int:
+    """The runner as a terminal user runs it: the CLI's live view subscribed and drawing."""
+    return await _run_ours(base, items, seen, work, view=True)
+
+
+async def _run_ours(
+    base: str, items: list[dict[str, Any]], seen: dict[str, float], work: Path, *, view: bool
 ) -> int:
     manifest = work / "bench.yaml"
     lines = ["batch: bench", "model: minimax-i2v-01", "items:"]
@@ -136,8 +161,21 @@ async def this_runner(
     def observe(prediction_id: str, at: float) -> None:
         seen.setdefault(prediction_id, at)
 
-    result = await run_batch(config, resume_command="", observer=observe)
-    counts = result.summary["counts"]
+    mode = Mode.LIVE if view else Mode.QUIET
+    screen = _Terminal()
+    async with RunView(ViewSettings(), mode, _Terminal(), screen) as shown:
+
+        def start(report: Report) -> None:
+            shown.start(report, config.limits, None)
+
+        outcome = await check_and_run(
+            config, show=start, on_event=shown.on_event, observer=observe, resume_command=""
+        )
+        assert outcome.result is not None, "the bench's batch passes its checks"
+        shown.finish(outcome.result)
+    if view and f"/{len(items)} done" not in screen.getvalue():
+        raise RuntimeError("the live view drew nothing: the bench would not measure it")
+    counts = outcome.result.summary["counts"]
     return int(counts["failed"] + counts["pending"] + counts["running"])
 
 
