@@ -44,6 +44,8 @@ async def test_only_and_limit_work_on_a_part_and_the_summary_still_covers_the_ba
     assert [row["id"] for row in summary["items"] if row.get("left_out")] == [
         f"item-{n:03d}" for n in range(2, 6)
     ]
+    results = [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()]
+    assert [row["status"] for row in results] == ["done"] * 2 + ["pending"] * 4  # the batch
     rest = await run_batch(run_config(manifest_path, sim.base_url, output), resume_command="x")
     assert rest.exit_code == 0, rest.text
     assert created(sim) == sorted(prompt(n) for n in range(6))  # each once, over both runs
