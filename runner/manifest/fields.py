@@ -25,16 +25,12 @@ from runner import cost, models
 from runner.diagnostics import Code, Place
 from runner.manifest.ids import safe_name, slugify
 from runner.manifest.imagesource import read_image
+from runner.manifest.jsonvalues import read_input, read_meta
 from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
 ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input", "meta")
-
-#: Input keys the manifest sets from its own fields; ``input`` may not repeat them.
-RESERVED_INPUT = frozenset(
-    {"prompt", "prompt_optimizer"} | {m.image_field for m in models.MODELS.values()}
-)
 
 _HINTS: dict[str, str] = {
     "first_frame_image": 'the image goes in "image"',
@@ -48,7 +44,6 @@ _TOP_HINTS = {
 }
 _DEFAULTS_HINTS = {"model": 'set the default model with the top-level "model"'}
 _STR_TAG = "tag:yaml.org,2002:str"
-_MAX_DEPTH = 32
 
 
 # --- the top level -----------------------------------------------------------------------
@@ -117,7 +112,7 @@ def _read_defaults(
     if "input" not in found:
         return optimizer, {}, None
     input_node = found["input"][1]
-    return optimizer, _read_input(reader, input_node, scope, places), input_node
+    return optimizer, read_input(reader, input_node, scope, places), input_node
 
 
 def _read_prices(reader: Reader, node: Node) -> tuple[cost.PriceOverride, dict[str, Node]]:
@@ -257,8 +252,8 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     optimizer = top.prompt_optimizer
     if "prompt_optimizer" in found:
         optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
-    extra = _read_input(reader, found["input"][1], scope, places) if "input" in found else {}
-    meta = _read_meta(reader, found["meta"][1], scope) if "meta" in found else None
+    extra = read_input(reader, found["input"][1], scope, places) if "input" in found else {}
+    meta = read_meta(reader, found["meta"][1], scope) if "meta" in found else None
     model_input: dict[str, Any] = {"prompt": prompt}
     if optimizer is not None:
         model_input["prompt_optimizer"] = optimizer
@@ -292,70 +287,6 @@ def _required_string(
         reader.error(node, scope.at(name), "is required")
         return ""
     return reader.string(found[name][1], scope.at(name)) or ""
-
-
-def _read_input(
-    reader: Reader, node: Node, scope: Scope, places: dict[str, Place]
-) -> dict[str, Any]:
-    """An ``input`` mapping of extra model inputs: JSON values, none of the reserved keys.
-
-    The place of each value goes into ``places`` as ``input.<key>``.
-    """
-    mapping = reader.mapping(node, scope.at("input"))
-    if mapping is None:
-        return {}
-    inner = scope.nested("input")
-    out: dict[str, Any] = {}
-    for key, (knode, vnode) in reader.entries(mapping, inner, None, {}).items():
-        if key in RESERVED_INPUT:
-            source = "image" if key not in ("prompt", "prompt_optimizer") else key
-            message = f'comes from the item\'s "{source}" field; remove it from "input"'
-            reader.error(knode, inner.at(key), message)
-            continue
-        ok, value = reader.value(vnode, inner.at(key))
-        problem = _json_problem(value) if ok else None
-        if problem:
-            reader.error(vnode, inner.at(key), problem)
-        elif ok:
-            out[key] = value
-            places[f"input.{key}"] = reader.place(vnode, inner.prefix + key)
-    return out
-
-
-def _read_meta(reader: Reader, node: Node, scope: Scope) -> dict[str, Any] | None:
-    """An item's ``meta``: any mapping of JSON values (strings, numbers, booleans, null, lists
-    and mappings), kept as written for the results; None after reporting why not (each bad
-    value at its own place)."""
-    mapping = reader.mapping(node, scope.at("meta"))
-    if mapping is None:
-        return None
-    inner = scope.nested("meta")
-    out: dict[str, Any] = {}
-    for key, (_, vnode) in reader.entries(mapping, inner, None, {}).items():
-        ok, value = reader.value(vnode, inner.at(key))
-        problem = _json_problem(value) if ok else None
-        if problem:
-            reader.error(vnode, inner.at(key), problem)
-        elif ok:
-            out[key] = value
-    return out
-
-
-def _json_problem(value: Any, depth: int = 0) -> str | None:
-    """Why ``value`` cannot travel in a JSON request body, or None if it can."""
-    if depth > _MAX_DEPTH:
-        return "is nested too deeply (or refers to itself)"
-    if value is None or isinstance(value, str | bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "must be a finite number"
-    if isinstance(value, list):
-        return next((p for v in value if (p := _json_problem(v, depth + 1))), None)
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            return "mapping keys must be strings"
-        return next((p for v in value.values() if (p := _json_problem(v, depth + 1))), None)
-    return f"holds a {type(value).__name__}, which JSON cannot carry; quote it"
 
 
 def _peek_id(node: MappingNode) -> str | None:

@@ -58,7 +58,6 @@ from runner.manifest.document import MAX_NODES, compose, expanded_size
 from runner.manifest.fields import (
     DEFAULTS_KEYS,
     ITEM_KEYS,
-    RESERVED_INPUT,
     TOP_KEYS,
     Fields,
     Top,
@@ -68,6 +67,7 @@ from runner.manifest.fields import (
 )
 from runner.manifest.ids import MAX_NAME, SAFE_NAME, derive_id, slugify, unique_id
 from runner.manifest.imagesource import IMAGE_SUFFIXES
+from runner.manifest.jsonvalues import RESERVED_INPUT
 from runner.manifest.yamlnodes import Reader, Scope, quote
 
 __all__ = [
