@@ -101,13 +101,19 @@ def fitting(estimate: Estimate, budget: Amount) -> int:
 
 
 _CENTS = Decimal("0.01")
+#: Prices have at most four decimals (``$0.4312``); beyond that is a float's binary noise.
+_FINEST = Decimal("0.0001")
 
 
 def usd(amount: Amount) -> str:
-    """``$2.58``: dollars with cents (and up to four digits only when a price has them)."""
-    value = _amount(amount)
+    """``$2.58``, ``$43,000.00``: dollars with cents and thousands separated, with up to four
+    decimals only when an amount has them (``$0.4312``).
+
+    Rounded to four decimals first, so a float's noise never shows: ``0.43 * 100000`` (which
+    is 42999.999999999996) prints ``$43,000.00``.
+    """
+    value = _amount(amount).quantize(_FINEST)
     cents = value.quantize(_CENTS)
     if cents == value:
-        return f"${cents}"
-    finer = f"{value.quantize(Decimal('0.0001')):f}".rstrip("0")
-    return f"${finer}"
+        return f"${cents:,.2f}"
+    return f"${value:,f}".rstrip("0")  # a digit past the cents is not 0: the dot stays

@@ -187,11 +187,12 @@ async def check_schemas(
         if unusable is not None:
             found.append(warning(f"model {_q(slug)}: {unusable}", place))
             continue
+        validator = schema.InputValidator(model_schema.request_schema)  # one per model
         for item in users:
             if item.index in reading.flawed:
                 continue
             url = item.image_url or f"{PLACEHOLDER_UPLOAD}{item.image_sha256}"
-            for issue in schema.validate(model_schema.request_schema, item.request_input(url)):
+            for issue in validator.validate(item.request_input(url)):
                 found.append(issue.at(item.input_place(issue.subject)))
     if lookup.cache_error:
         found.append(warning(lookup.cache_error, Place(str(reading.path))))

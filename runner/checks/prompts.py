@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import operator
 import re
 
 from runner.diagnostics import Diagnostic, error, warning
@@ -87,11 +88,15 @@ def _word_count(count: int) -> list[Diagnostic]:
 def _repeats(words: list[str]) -> list[Diagnostic]:
     """A warning for each word or phrase repeated back to back ("running running")."""
     folded = [w.casefold() for w in words]
+    if not any(map(operator.eq, folded, folded[n:]) for n in range(1, MAX_REPEAT_WORDS + 1)):
+        return []  # a repeat of n words starts with a word equal to the one n words on
     found: list[Diagnostic] = []
     seen: set[tuple[str, ...]] = set()
     i = 0
     while i < len(folded):
         for n in range(1, MAX_REPEAT_WORDS + 1):
+            if i + n >= len(folded) or folded[i] != folded[i + n]:
+                continue
             phrase = folded[i : i + n]
             if len(phrase) < n or folded[i + n : i + 2 * n] != phrase:
                 continue

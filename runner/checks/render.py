@@ -2,7 +2,8 @@
 
 ``render_problems`` prints each diagnostic as ``error: m.yaml:5:13: item 1 (id "deer"), field
 "prompt": ...``; ``render_plan`` what a run would do (items by action, uploads, models, the
-estimated cost, the expected wall time and the budget); ``render_verdict`` the last line. Pure:
+estimated cost, the expected wall time and the budget; counts with thousands separated, in a
+column as wide as the largest); ``render_verdict`` the last line. Pure:
 text from a ``Report`` (and the run's ``Limits`` for the time).
 """
 
@@ -16,6 +17,9 @@ from runner.checks.preflight import Report
 from runner.config import Limits
 from runner.diagnostics import Diagnostic
 from runner.store.plan import Action
+
+#: The count column of the plan is at least this wide (99,999 fits); a larger count widens it.
+COUNT_WIDTH = 5
 
 
 def render_problems(problems: Iterable[Diagnostic]) -> str:
@@ -32,9 +36,9 @@ def render_plan(report: Report, *, verbose: bool = False, limits: Limits | None 
         lines.append("  no plan: the manifest could not be read")
         return "\n".join(lines)
     resume = plan.count(Action.POLL) + plan.count(Action.RECONCILE)
-    uploads = f"{report.uploads} image{_s(report.uploads)} to upload"
+    uploads = f"{report.uploads:,} image{_s(report.uploads)} to upload"
     if report.uploaded:
-        uploads += f", {report.uploaded} uploaded before"
+        uploads += f", {report.uploaded:,} uploaded before"
     rows = [
         ("to submit", plan.count(Action.SUBMIT), uploads),
         ("to resume", resume, "created before: polled again, never created again"),
@@ -47,11 +51,12 @@ def render_plan(report: Report, *, verbose: bool = False, limits: Limits | None 
         rows.append(("duplicates", plan.count(Action.DUPLICATE), "rendered once, for the first"))
     if plan.count(Action.LEFT):
         rows.append(("left out", plan.count(Action.LEFT), "not in --only/--limit: untouched"))
+    width = max(COUNT_WIDTH, *(len(f"{count:,}") for _, count, _ in rows))
     for name, count, note in rows:
-        lines.append(f"  {name:<14}{count:>5}" + (f"   {note}" if note and count else ""))
+        lines.append(f"  {name:<14}{count:>{width},}" + (f"   {note}" if note and count else ""))
     for check in report.models:
         lines.append(
-            f"  model {check.slug}: {check.items} item{_s(check.items)}, schema {check.how}"
+            f"  model {check.slug}: {check.items:,} item{_s(check.items)}, schema {check.how}"
         )
     money = _cost_lines(report, estimate)
     if limits is not None:
@@ -71,9 +76,9 @@ def _cost_lines(report: Report, estimate: cost.Estimate) -> list[str]:
     prices = {price for _, price in estimate.to_submit}
     count = len(estimate.to_submit)
     if len(prices) == 1:
-        each = f"{count} × {cost.usd(prices.pop())} = "
+        each = f"{count:,} × {cost.usd(prices.pop())} = "
     else:
-        each = f"{count} items: " if count else ""
+        each = f"{count:,} items: " if count else ""
     nothing = "" if count else " (nothing to submit)"
     lines = [f"  estimated cost: {each}{cost.usd(estimate.new)}{nothing}"]
     if estimate.committed:
@@ -94,8 +99,8 @@ def _cost_lines(report: Report, estimate: cost.Estimate) -> list[str]:
     elif report.budget_partial and report.fits:
         rest = count - report.fits
         lines.append(
-            f"  budget: {cost.usd(budget)} fits the first {report.fits} of {count} items to "
-            f"submit; the other {rest} stay pending (--budget-partial)"
+            f"  budget: {cost.usd(budget)} fits the first {report.fits:,} of {count:,} items to "
+            f"submit; the other {rest:,} stay pending (--budget-partial)"
         )
     else:
         lines.append(

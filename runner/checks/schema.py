@@ -170,9 +170,32 @@ def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> lis
     each input the schema does not name (the server ignores those, so a typo goes unnoticed).
 
     Each diagnostic's ``subject`` is the input key it is about (None: the whole input); none
-    has a place. The schema must have passed ``schema_problem``.
+    has a place. The schema must have passed ``schema_problem``. To check many inputs against
+    one schema, build its ``InputValidator`` once.
     """
-    validator = _validator_class(request_schema)(request_schema)
+    return InputValidator(request_schema).validate(value)
+
+
+class InputValidator:
+    """One model's ``request_schema``, ready to validate any number of inputs (``validate``):
+    building a jsonschema validator costs more than using it, so a batch builds one per model.
+    """
+
+    def __init__(self, request_schema: Mapping[str, Any]) -> None:
+        self.request_schema = request_schema
+        self._validator = _validator_class(request_schema)(request_schema)
+        properties = request_schema.get("properties")
+        self._properties: Mapping[str, Any] = properties if isinstance(properties, dict) else {}
+        self._closed = request_schema.get("additionalProperties", True) is False
+
+    def validate(self, value: Mapping[str, Any]) -> list[Diagnostic]:
+        """As the module's ``validate``, against this validator's schema."""
+        return _validate(self._validator, self._properties, self._closed, value)
+
+
+def _validate(
+    validator: Any, properties: Mapping[str, Any], closed: bool, value: Mapping[str, Any]
+) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     errors = sorted(validator.iter_errors(dict(value)), key=lambda e: list(e.absolute_path))
     mistyped = {
@@ -183,9 +206,7 @@ def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> lis
         if path and path[0] in mistyped and err.validator != "type":
             continue  # "must be one of 6, 10, not "6"" adds nothing to "must be an integer"
         found += _translate(err)
-    properties = request_schema.get("properties")
-    if isinstance(properties, dict) and properties:
-        closed = request_schema.get("additionalProperties", True) is False
+    if properties:
         for key in value:
             if key not in properties:
                 close = difflib.get_close_matches(key, list(properties), n=1)

@@ -10,12 +10,16 @@ errors become one-line reasons here (``yaml_reason``). What the nodes hold is re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, Event, NodeEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.resolver import Resolver
 
 from runner.config import read_regular_file
 from runner.diagnostics import Place, error
@@ -89,8 +93,22 @@ def compose(path: Path, file: str) -> Document:
 
 
 def _compose_text(text: str) -> tuple[Node | None, int]:
-    """The root node of ``text`` (None if it holds no document) and its expanded size."""
-    loader = _BoundedLoader(text)  # checks the characters first: ReaderError
+    """The root node of ``text`` (None if it holds no document) and its expanded size.
+
+    libyaml parses when it is installed (ten times faster than PyYAML's Python scanner, with
+    the same marks); a text it refuses is composed again by PyYAML's parser, so that every
+    error reads and is placed exactly as PyYAML reports it (libyaml words some differently and
+    places a bad character by its byte offset).
+    """
+    if _FastLoader is not None:
+        try:
+            return _compose_with(_FastLoader(text))
+        except yaml.YAMLError:
+            pass
+    return _compose_with(_BoundedLoader(text))  # checks the characters first: ReaderError
+
+
+def _compose_with(loader: _Bounded) -> tuple[Node | None, int]:
     try:
         return loader.get_single_node(), loader.values
     finally:
@@ -117,8 +135,9 @@ class LimitError(yaml.YAMLError):
         self.mark = mark
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer stops at ``MAX_DEPTH`` and ``MAX_NODES`` (raising LimitError).
+class _Bounded(Composer):
+    """A composer that stops at ``MAX_DEPTH`` and ``MAX_NODES`` (raising LimitError), over the
+    events of either parser (PyYAML's ``_BoundedLoader`` or libyaml's ``_FastLoader``).
 
     PyYAML composes an alias as a second reference to its anchor's node: a small file of nested
     aliases composes quickly into a graph that every later walk expands. Each node is counted
@@ -127,19 +146,20 @@ class _BoundedLoader(yaml.SafeLoader):
     count is the expanded document's and the limit is met at the place in the file that crosses
     it. The composer recurses once per level, so the depth is checked before it goes deeper.
 
-    A C loader (``CSafeLoader``) composes in C without calling ``compose_node``: switching to
-    it means applying the same two limits in a walk of the composed graph (``expanded_size``
-    counts the same way), before anything else walks it.
+    libyaml's own loader (``CSafeLoader``) composes in C, recursively and without limits:
+    only its parser is used, and composing stays here.
     """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    peek_event: Callable[[], Event]  # the parser's, PyYAML's or libyaml's
+    dispose: Callable[[], None]
+
+    def _start_counting(self) -> None:
         self.values = 0  # the values composed so far, every alias expanded
         self._depth = 0
         self._sizes: dict[int, int] = {}  # id of an anchored node → its expanded size
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event: Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        event = self.peek_event()
         if isinstance(event, AliasEvent):
             target = self.anchors.get(event.anchor)
             if target is not None:  # an undefined alias is the composer's own error
@@ -175,6 +195,39 @@ class _BoundedLoader(yaml.SafeLoader):
                 "expanded (a YAML alias bomb?)",
                 mark,
             )
+
+
+class _BoundedLoader(_Bounded, yaml.SafeLoader):
+    """PyYAML's safe loader, in Python, with the limits of ``_Bounded``."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._start_counting()
+
+
+def _fast_loader() -> Callable[[str], _Bounded] | None:
+    """A loader that parses with libyaml and composes with ``_Bounded``; None without libyaml.
+
+    ``Composer`` comes before ``CParser`` in the bases so that composing (and its limits) is
+    Python's, while the events, and their marks, come from libyaml.
+    """
+    try:
+        from yaml._yaml import CParser  # libyaml is optional
+    except ImportError:
+        return None
+
+    class FastLoader(_Bounded, CParser, SafeConstructor, Resolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            Composer.__init__(self)
+            self._start_counting()
+
+    return FastLoader
+
+
+_FastLoader = _fast_loader()
 
 
 def expanded_size(node: Node) -> int:

@@ -86,6 +86,10 @@ __all__ = [
 ]
 
 
+#: Values that cannot change: ``Item.request_input`` shares them rather than copy them.
+_PLAIN = (str, int, float, bool, type(None))
+
+
 @dataclass(frozen=True)
 class Item:
     """One video to render: a validated manifest item with its stable key."""
@@ -142,7 +146,10 @@ class Item:
 
     def request_input(self, image_url: str) -> dict[str, Any]:
         """The ``input`` of the create request: this item's input plus the image URL."""
-        body = copy.deepcopy(dict(self.input))
+        body = {  # a copy the caller may change; plain values need no deep copy
+            key: value if isinstance(value, _PLAIN) else copy.deepcopy(value)
+            for key, value in self.input.items()
+        }
         body[self.image_field] = image_url
         return body
 

@@ -54,7 +54,11 @@ class Reader:
     def __init__(self, file: str) -> None:
         self.file = file
         self._found: list[Diagnostic] = []
+        self._errors = 0  # how many of ``_found`` are errors: asked once per item
         self._constructor = SafeConstructor()
+        #: Per-reading memos of the readers built on this one, by name (``imagesource`` keeps
+        #: the image files it has hashed), so that work shared by many items is done once.
+        self.memo: dict[str, object] = {}
 
     def diagnostics(self) -> list[Diagnostic]:
         """Every diagnostic, in the order of its place in the file."""
@@ -62,7 +66,9 @@ class Reader:
 
     @property
     def error_count(self) -> int:
-        return sum(1 for found in self._found if found.severity is Severity.ERROR)
+        """How many errors were reported so far: a running count, since it is asked after
+        every item (a scan of every problem each time would be quadratic)."""
+        return self._errors
 
     def place(self, node: Node, field: str | None = None) -> Place:
         """Where ``node`` is written (line and column from 1), as the field ``field``."""
@@ -83,6 +89,8 @@ class Reader:
         mark = node.start_mark
         place = replace(context, file=self.file, line=mark.line + 1, column=mark.column + 1)
         self._found.append(Diagnostic(severity, message, place, code, subject))
+        if severity is Severity.ERROR:
+            self._errors += 1
 
     def warn(
         self,

@@ -1,0 +1,125 @@
+"""Reading and checking a large catalog: ``validate --offline`` on a generated N-item manifest.
+
+``write_catalog`` writes a manifest of N items over ``DISTINCT_IMAGES`` small PNGs (copied from
+the project's example images, so the preflight reads real image content) into a directory;
+``python -m runner.bench.scale validate N [N ...]`` measures ``validate --offline`` on each, in
+a child process per size so that each peak RSS is its own, and prints seconds and peak RSS::
+
+    $ python -m runner.bench.scale validate 1000 10000 100000
+       items   seconds   peak RSS
+       1,000      0.41     52 MB
+       ...
+
+The model's schema is cached in the output directory first, so every item's input is
+validated against it. Every tenth item carries a prompt that draws a warning (a word repeated
+back to back), so the problems grow with the items as they do in a real catalog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runner import models
+from runner.bench import IMAGES
+from runner.checks.schema import CACHE_NAME, ModelSchema, write_cache
+
+#: As in the issue's measurements: 20 distinct small images shared by every item.
+DISTINCT_IMAGES = 20
+MODEL = "minimax-i2v-01"
+#: One item in this many gets a prompt with a repeated word (a warning).
+WARN_EVERY = 10
+
+
+def write_catalog(directory: Path, items: int) -> Path:
+    """Write ``directory/catalog.yaml`` with ``items`` items over ``DISTINCT_IMAGES`` PNGs
+    (``directory/images/``) and return its path."""
+    images = directory / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    sources = sorted(IMAGES.glob("*.png"))
+    names = []
+    for number in range(DISTINCT_IMAGES):
+        data = sources[number % len(sources)].read_bytes()
+        name = f"still-{number:02d}.png"
+        # distinct content: a PNG ignores bytes after its IEND chunk
+        (images / name).write_bytes(data + number.to_bytes(2, "big"))
+        names.append(name)
+    lines = [f"batch: scale-{items}", f"model: {MODEL}", "items:"]
+    for index in range(items):
+        prompt = f"shot {index}, a deer slowly walks through the misty forest at dawn"
+        if index % WARN_EVERY == 0:
+            prompt += " fast fast"
+        lines += [
+            f"  - id: item-{index}",
+            f"    image: images/{names[index % DISTINCT_IMAGES]}",
+            f"    prompt: {prompt}",
+        ]
+    path = directory / "catalog.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_schema_cache(output: Path) -> None:
+    """Cache the model's schema in ``output`` so that ``--offline`` validates every item's
+    input against it, as a run that has fetched it once does."""
+    request_schema = models.MODELS[MODEL].request_schema()
+    cached = ModelSchema(MODEL, request_schema, "2026-01-01T00:00:00+00:00", cached=True)
+    write_cache(output / CACHE_NAME, {MODEL: cached})
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """The peak resident set size in MB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def measure_validate(items: int) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB, exit code) of ``validate --offline`` on an ``items``-item
+    catalog, run as a child process (the catalog is written before the clock starts)."""
+    with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
+        manifest = write_catalog(Path(tmp), items)
+        write_schema_cache(Path(tmp) / "out")
+        command = [
+            sys.executable,
+            "-m",
+            "runner",
+            "validate",
+            str(manifest),
+            "--offline",
+            "--output",
+            str(Path(tmp) / "out"),
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, check=False)
+        seconds = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # RUSAGE_CHILDREN's peak is the largest of every child waited for: measure one size per
+    # process (``main`` starts a fresh interpreter per size)
+    return seconds, usage.ru_maxrss / 1024, done.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.bench.scale", description=__doc__)
+    parser.add_argument("what", choices=["validate"], help="what to measure")
+    parser.add_argument("sizes", nargs="+", type=int, help="numbers of items, one run each")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        seconds, peak, code = measure_validate(args.sizes[0])
+        print(f"{args.sizes[0]} {seconds:.3f} {peak:.1f} {code}")
+        return 0
+    print(f"{'items':>9}{'seconds':>10}{'peak RSS':>11}  exit")
+    for size in args.sizes:
+        child = [sys.executable, "-m", "runner.bench.scale", "validate", str(size), "--one"]
+        out = subprocess.run(child, capture_output=True, text=True, check=True).stdout.split()
+        items, seconds, peak, code = int(out[0]), float(out[1]), float(out[2]), int(out[3])
+        print(f"{items:>9,}{seconds:>10.2f}{peak:>8.0f} MB  {code}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
