@@ -39,7 +39,7 @@ from runner.report import (
 )
 from runner.results import publish_run, save_snapshot
 from runner.store import ledger
-from runner.store.budget import Budget, recorded_spend
+from runner.store.budget import Budget
 from runner.store.outdir import output_lock, prepare_output_dir, write_json_atomically
 from runner.store.plan import WORK, Action, Plan
 from runner.store.resume import Resume, read_resume
@@ -130,7 +130,7 @@ async def check_and_run(
             prepare_output_dir(output)
             lock.enter_context(output_lock(output, command=resume_command))
             fresh = await _read_resume(output, reading.items)
-            if not isinstance(fresh, Resume) or fresh.records:
+            if not isinstance(fresh, Resume) or not fresh.empty:
                 raise LockedError(f"another runner started working in {output} meanwhile")
             resume = fresh
         assert isinstance(resume, Resume), "a ledger that cannot be read is an error of the checks"
@@ -227,7 +227,7 @@ async def _run(
         plan.count(Action.DONE),
         plan.count(Action.FAILED),
     )
-    spend = Budget(config.budget_usd, spent_before=recorded_spend(resume.records))
+    spend = Budget(config.budget_usd, spent_before=resume.replay.spent)
     for step in plan.steps:  # predictions that may exist on the server count already
         if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
             spend.hold(step.item.key, step.item.price_usd)
@@ -239,7 +239,7 @@ async def _run(
             config,
             plan,
             writer,
-            ledger.uploads(resume.records),
+            dict(resume.replay.uploads),
             known_ids=resume.known_ids,
             observer=observer,
             spend=spend,

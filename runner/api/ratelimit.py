@@ -14,7 +14,12 @@ recovers it gradually with every answered request; a ``Retry-After`` holds every
 
 Waiters are served by priority, lowest first, evaluated at the moment a request may go: a
 create waiting for a slot goes before any poll, and among polls the one most likely to find
-its prediction finished goes first. Priorities may be numbers or functions of the clock.
+its prediction finished goes first. Priorities may be numbers or functions of the clock
+(``runner.api.waiters``: a heap, functions read again among a few best candidates).
+
+Every request costs O(log n) in the number of waiters and O(1) amortised in the window: the
+answer times are a deque in clock order, and only the waiter granted is woken; one waiter, the
+leader, watches the clock (or waits for a burst token) on behalf of the others.
 
 A server whose own limiter is a token bucket with a small burst refuses what the window
 allows at once (60 requests in the same second). For it, an optional smoothing stage stands
@@ -25,16 +30,18 @@ only spaces requests out; the window alone still decides how many go in any wind
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import anyio
 from aiolimiter import AsyncLimiter
 
+from runner.api.waiters import Priority as Priority
+from runner.api.waiters import Waiter, WaiterQueue
 from runner.errors import StopRequested
 from runner.events import Events, Paused, RequestRefused, RequestSent, logged
 
@@ -48,8 +55,6 @@ PRIORITY_POLL = 0.0
 #: How much of the pace one 429 takes away, and how much each answered request gives back.
 BACKOFF_FACTOR = 0.5
 RECOVERY_PER_ANSWER = 0.25
-
-Priority = float | Callable[[float], float]
 
 
 class RequestWindow:
@@ -65,12 +70,19 @@ class RequestWindow:
         self.window = window
         self.allowed = float(limit)  # lowered after a 429, recovered gradually
         self._open = 0  # requests sent and not yet answered: they count until answered + window
-        self._ends: list[float] = []  # answer times of finished requests still inside a window
+        # Answer times of finished requests still inside a window, oldest first: answers come
+        # in clock order, so they join on the right and leave on the left.
+        self._ends: deque[float] = deque()
         self.paused_until = -math.inf
+        self.examined = 0  # answer times looked at: the window's work, held to O(1) per request
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.window
-        self._ends = [t for t in self._ends if t > cutoff]
+        ends = self._ends
+        self.examined += 1
+        while ends and ends[0] <= cutoff:
+            ends.popleft()
+            self.examined += 1
 
     def available_at(self, now: float) -> float:
         """The earliest time >= now at which one more request may start (inf: after an answer)."""
@@ -83,7 +95,6 @@ class RequestWindow:
         need = used - cap + 1  # finished requests that must leave the window first
         if need > len(self._ends):
             return math.inf
-        self._ends.sort()
         return max(start, self._ends[need - 1] + self.window)
 
     def begin(self, now: float) -> None:
@@ -96,7 +107,10 @@ class RequestWindow:
         ``refused`` (a 429) halves the pace; any other answer gives a little of it back.
         """
         self._open -= 1
-        self._ends.append(now)
+        if self._ends and now < self._ends[-1]:  # a clock that went back: keep the order
+            bisect.insort(self._ends, now)
+        else:
+            self._ends.append(now)
         if refused:
             self.allowed = max(1.0, self.allowed * BACKOFF_FACTOR)
         else:
@@ -110,18 +124,6 @@ class RequestWindow:
         """The share of the window's requests still free now (0 to 1)."""
         self._prune(now)
         return max(0.0, 1.0 - (self._open + len(self._ends)) / max(1.0, self.allowed))
-
-
-@dataclass(eq=False)
-class _Waiter:
-    priority: Priority
-    seq: int
-    what: str
-    granted: anyio.Event = field(default_factory=anyio.Event)
-
-    def rank(self, now: float) -> tuple[float, int]:
-        value = self.priority(now) if callable(self.priority) else self.priority
-        return value, self.seq
 
 
 class Slot:
@@ -168,16 +170,33 @@ class RateLimiter:
                 raise ValueError("the burst stage runs on the event loop's clock, not another")
             self._bucket = AsyncLimiter(burst, burst * window / limit)
         self._clock = clock or anyio.current_time
-        self._waiters: list[_Waiter] = []
-        self._seq = itertools.count()
+        self.waiters = WaiterQueue()
         self.sent = 0
         self.refused = 0
-        self._wake = anyio.Event()  # set (and renewed) whenever a place may have freed up
+        # The one waiter that watches the clock (sleeps until the window frees a place, or
+        # waits for a burst token) on behalf of all; the others sleep until granted.
+        self._leader: Waiter | None = None
         self._token_wait: anyio.CancelScope | None = None  # the one wait for a bucket token
+        self.wakeups = 0  # waiters woken: O(1) per request, never all of them per change
 
-    def _notify(self) -> None:
-        self._wake.set()
-        self._wake = anyio.Event()
+    def _rouse(self, waiter: Waiter) -> None:
+        self.wakeups += 1
+        waiter.rouse()
+
+    def _changed(self) -> None:
+        """A place may have freed up: grant what the window allows (without the burst stage;
+        with it the leader spends tokens), and wake the leader to look at the clock again."""
+        if self._bucket is None:
+            self._grant(math.inf)
+        self._wake_leader()
+
+    def _wake_leader(self) -> None:
+        leader = self._leader
+        if leader is None or leader.gone:
+            self._leader = None
+            leader = self.waiters.peek()  # it takes the lead when it wakes
+        if leader is not None:
+            self._rouse(leader)
 
     def _recall_token(self) -> None:
         """Cancel the wait for a burst token: the request it was for is held back now."""
@@ -187,7 +206,8 @@ class RateLimiter:
     def notify(self) -> None:
         """Wake every waiter to look again (e.g. after a stop was asked for: see ``abandon``)."""
         self._recall_token()
-        self._notify()
+        for waiter in self.waiters.live():
+            self._rouse(waiter)
 
     def spare(self) -> float:
         """The share of the window's requests still free now (0 to 1).
@@ -204,32 +224,30 @@ class RateLimiter:
         self.window.pause(now + seconds)
         self.events.emit(Paused(seconds, now, why))
         self._recall_token()
-        self._notify()
+        self._wake_leader()
 
     def _grant(self, tokens: float) -> float:
-        """Grant the window's free places to the best waiters, at most ``tokens`` of them.
+        """Grant the window's free places to the best waiters, at most ``tokens`` of them, and
+        wake each waiter granted (only those).
 
         Returns when to look again; a time not after now means a place is free and waits for
         a burst token.
         """
-        granted = False
         at = math.inf
-        while self._waiters:
+        while len(self.waiters):
             now = self._clock()
             at = self.window.available_at(now)
             if at > now or tokens < 1:
                 break
-            best = min(self._waiters, key=lambda w: w.rank(now))
-            self._waiters.remove(best)
+            best = self.waiters.pop(now)
+            assert best is not None
             self.window.begin(now)
             self.sent += 1
             tokens -= 1
-            best.granted.set()
+            best.granted = True
+            self._rouse(best)
             self.events.emit(RequestSent(best.what, now))
-            granted = True
             at = math.inf
-        if granted:
-            self._notify()
         return at
 
     async def _take_token(self, bucket: AsyncLimiter) -> None:
@@ -264,33 +282,36 @@ class RateLimiter:
         never sent.
         """
         tokens = math.inf if self._bucket is None else 0  # grants that need no bucket token
-        waiter = _Waiter(priority, next(self._seq), what)
-        self._waiters.append(waiter)
+        waiter = self.waiters.add(priority, what, self._clock())
         try:
-            while not waiter.granted.is_set():
+            while not waiter.granted:
                 if abandon is not None and abandon.is_set():
                     raise StopRequested("the run is stopping: the request was not sent")
-                wake = self._wake
+                wake = waiter.renew()
                 at = self._grant(tokens)
-                if waiter.granted.is_set():
+                if waiter.granted:
                     break
+                if self._leader is None or self._leader.gone:
+                    self._leader = waiter
+                if self._leader is not waiter:
+                    await wake.wait()  # until granted, handed the lead, or told to look
+                    continue
                 if at <= self._clock() and self._bucket is not None:
                     if self._token_wait is None:
                         await self._take_token(self._bucket)
                         continue
-                    at = math.inf  # the waiter getting the token wakes everyone when it has
+                    at = math.inf  # a token is already being waited for
                 delay = at - self._clock()
                 with anyio.move_on_after(delay if math.isfinite(delay) else math.inf):
                     await wake.wait()
         except BaseException:
-            if waiter.granted.is_set():  # granted, then cancelled before sending: count it
+            if waiter.granted:  # granted, then cancelled before sending: count it
                 self.window.end(self._clock())
-                self._notify()
             else:
-                self._waiters.remove(waiter)
-                if self._bucket is not None:
-                    self._notify()  # it may have waited for the token: another takes over
+                self.waiters.remove(waiter)
+            self._leave(waiter, freed=waiter.granted)
             raise
+        self._leave(waiter, freed=False)
         slot = Slot(self._clock())
         try:
             yield slot
@@ -300,4 +321,13 @@ class RateLimiter:
             self.refused += slot.refused
             if slot.refused:
                 self.events.emit(RequestRefused(what, now))
-            self._notify()
+            self._changed()
+
+    def _leave(self, waiter: Waiter, *, freed: bool) -> None:
+        """A waiter stops waiting: if it led (watched the clock or waited for a token), the
+        next waiter takes the lead; if it gave back a place (``freed``), grant it."""
+        if self._leader is waiter:
+            self._leader = None
+            self._wake_leader()
+        if freed:
+            self._changed()

@@ -42,7 +42,6 @@ from runner.diagnostics import (
 from runner.errors import ConfigError, LedgerError
 from runner.manifest import Manifest, ManifestReading, read_manifest
 from runner.store import ledger
-from runner.store.budget import recorded_spend
 from runner.store.plan import Action, Plan, make_plan, select, unmatched
 from runner.store.resume import Resume, read_resume
 
@@ -169,7 +168,6 @@ async def _plan(
     if isinstance(resume, LedgerError):
         problems.append(error(str(resume), Place(str(ledger_path))))
         return replace(report, problems=tuple(problems))
-    records = resume.records
     problems += [warning(w, Place(str(ledger_path))) for w in resume.warnings]
     plan = make_plan(
         reading.items, resume.states, file_ok=resume.file_ok, retry_failed=retry_failed
@@ -184,9 +182,9 @@ async def _plan(
         step.item.price_usd for step in plan.steps if step.action in (Action.POLL, Action.RECONCILE)
     )
     estimate = cost.Estimate(
-        tuple((item.id, item.price_usd) for item in submit), in_flight, recorded_spend(records)
+        tuple((item.id, item.price_usd) for item in submit), in_flight, resume.replay.spent
     )
-    known = ledger.uploads(records)
+    known = resume.replay.uploads
     local = {item.image_sha256 for item in submit if item.image_sha256}
     fits = None
     if report.budget_usd is not None:

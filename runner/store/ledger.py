@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -67,7 +68,7 @@ def decode(line: str) -> dict[str, Any]:
     names the field, never its value.
     """
     try:
-        record = json.loads(line, parse_constant=_refuse_constant)
+        record = _DECODER.decode(line)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     if not isinstance(record, dict):
@@ -75,9 +76,13 @@ def decode(line: str) -> dict[str, Any]:
     for name in ("item", "key", "event"):
         if name not in record:
             raise ValueError(f"no {name!r} field")
-    for name, check in FIELD_CHECKS.items():
-        if name in record and (problem := check(record[name])) is not None:
-            raise ValueError(f"field {name!r} {problem}")
+    checks = FIELD_CHECKS
+    for name, value in record.items():  # a record's few fields, not every check
+        check = checks.get(name)
+        if check is not None and check(value) is not None:
+            for name, check in checks.items():  # the first bad field in the checks' order
+                if name in record and (problem := check(record[name])) is not None:
+                    raise ValueError(f"field {name!r} {problem}")
     if record["event"] == JobState.SUBMITTED and "prediction_id" not in record:
         raise ValueError("a 'submitted' record without a 'prediction_id'")
     return record
@@ -85,6 +90,10 @@ def decode(line: str) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a record may hold")
+
+
+#: One decoder for every line (``json.loads`` with an option builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _string(value: object) -> str | None:
@@ -168,37 +177,61 @@ FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
 }
 
 
-def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """All records in a ledger's text, and a warning for every line that was skipped."""
-    records: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    lines = text.split("\n")
-    torn_tail = not text.endswith("\n")
+def scan(lines: Iterable[str], warnings: list[str]) -> Iterator[dict[str, Any]]:
+    """The records of a ledger's ``lines`` (each with its newline; only a torn last line
+    lacks one), one at a time; a warning in ``warnings`` for every line skipped."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(decode(line))
+            yield decode(line)
         except ValueError as exc:
-            if torn_tail and number == len(lines) and isinstance(exc, json.JSONDecodeError):
+            if not line.endswith("\n") and isinstance(exc, json.JSONDecodeError):
                 warnings.append(
                     f"ledger line {number}: torn last line ignored (an interrupted write)"
                 )
             else:
                 warnings.append(f"ledger line {number}: corrupt record skipped ({exc})")
-    return records, warnings
+
+
+def _split(text: str) -> Iterator[str]:
+    pieces = text.split("\n")
+    for piece in pieces[:-1]:
+        yield piece + "\n"
+    yield pieces[-1]
+
+
+def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """All records in a ledger's text, and a warning for every line that was skipped."""
+    warnings: list[str] = []
+    return list(scan(_split(text), warnings)), warnings
+
+
+@contextmanager
+def streamed(path: Path, warnings: list[str]) -> Iterator[Iterator[dict[str, Any]]]:
+    """The records of the ledger at ``path`` (none if it does not exist), read line by line
+    so that no more than one is held at a time; read warnings go to ``warnings``. Raises
+    LedgerError if the file cannot be opened or read."""
+    try:
+        handle = open_regular_file(path)  # a FIFO or a device would hang or never end
+    except FileNotFoundError:
+        yield iter(())
+        return
+    except OSError as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
+    lines = (raw.decode("utf-8", errors="replace") for raw in handle)
+    try:
+        with handle:
+            yield scan(lines, warnings)
+    except OSError as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The records of the ledger at ``path`` (none if it does not exist) and read warnings."""
-    try:
-        with open_regular_file(path) as handle:  # a FIFO or a device would hang or never end
-            text = handle.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return [], []
-    except OSError as exc:
-        raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
-    return parse(text)
+    warnings: list[str] = []
+    with streamed(path, warnings) as records:
+        return list(records), warnings
 
 
 @dataclass(frozen=True)
@@ -222,11 +255,20 @@ class KeyState:
     sha256: str | None = None
 
 
+def _evolve(current: KeyState, /, **changes: Any) -> KeyState:
+    """``dataclasses.replace`` without its checks: a copy of ``current`` with ``changes``, for
+    the replay's million records (it costs a third of ``replace``'s time)."""
+    new = object.__new__(KeyState)
+    new.__dict__.update(current.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
     """The state after one record. Unknown events leave the state as it was."""
     event = record["event"]
     if event == JobState.SUBMITTING:
-        return replace(
+        return _evolve(
             state,
             state=JobState.SUBMITTING,
             attempts=state.attempts + 1,
@@ -236,14 +278,14 @@ def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
             error_code=None,
         )
     if event == JobState.SUBMITTED:
-        return replace(
+        return _evolve(
             state,
             state=JobState.SUBMITTED,
             prediction_id=record.get("prediction_id"),
             submitted_ts=record.get("ts"),
         )
     if event == JobState.SUCCEEDED:
-        return replace(
+        return _evolve(
             state,
             state=JobState.SUCCEEDED,
             prediction_id=record.get("prediction_id") or state.prediction_id,
@@ -252,7 +294,7 @@ def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
             cost=record.get("cost"),
         )
     if event == JobState.FAILED:
-        return replace(
+        return _evolve(
             state,
             state=JobState.FAILED,
             error=record.get("error"),
@@ -260,7 +302,7 @@ def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
             cost=record.get("cost", state.cost),
         )
     if event == JobState.DOWNLOADED:
-        return replace(
+        return _evolve(
             state,
             state=JobState.DOWNLOADED,
             path=record.get("path"),
@@ -268,7 +310,7 @@ def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
             sha256=record.get("sha256"),
         )
     if event == JobState.PENDING:  # a reset: e.g. a prediction lost on the server
-        return replace(state, state=JobState.PENDING, prediction_id=None)
+        return _evolve(state, state=JobState.PENDING, prediction_id=None)
     return state
 
 
@@ -276,12 +318,18 @@ def replay(records: Iterable[Mapping[str, Any]]) -> dict[str, KeyState]:
     """Fold records into one KeyState per item key (the key, not the id, is an item's identity)."""
     states: dict[str, KeyState] = {}
     for record in records:
-        if record["event"] in (EVENT_UPLOADED, EVENT_UPLOAD_GONE):
-            continue
-        key = record["key"]
-        current = states.get(key) or KeyState(key=key, item=record["item"])
-        states[key] = apply(replace(current, item=record["item"]), record)
+        if record["event"] not in (EVENT_UPLOADED, EVENT_UPLOAD_GONE):
+            fold(states, record)
     return states
+
+
+def fold(states: dict[str, KeyState], record: Mapping[str, Any]) -> None:
+    """One step of ``replay``: the state of ``record``'s key after it (not an upload's)."""
+    key = record["key"]
+    current = states.get(key) or KeyState(key=key, item=record["item"])
+    if current.item != record["item"]:  # the key's latest item id
+        current = _evolve(current, item=record["item"])
+    states[key] = apply(current, record)
 
 
 def uploads(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:

@@ -1,42 +1,108 @@
 """What a run starts from: one reading of the ledger, read once and shared by the checks (the
-plan a dry run prints) and the run (the plan it carries out), so the two cannot differ."""
+plan a dry run prints) and the run (the plan it carries out), so the two cannot differ.
+
+The ledger is read line by line and folded as it goes into what the run needs: one state per
+item key, the uploads it may reuse, the spend so far and the prediction ids it knows. No
+record is kept, so a million-event ledger costs the states of its keys, not its records.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from runner.jobs import JobState
+from runner.money import ZERO, usd
 from runner.store import ledger
 from runner.store.videos import verify
+
+_UPLOAD_EVENTS = (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE)
+
+
+@dataclass
+class Replay:
+    """A ledger folded record by record (``add``): what ``ledger.replay``, ``ledger.uploads``
+    and ``budget.recorded_spend`` would make of the same records, in one pass."""
+
+    records: int = 0  # how many were folded
+    states: dict[str, ledger.KeyState] = field(default_factory=dict)
+    uploads: dict[str, str] = field(default_factory=dict)  # image sha256 → public URL
+    costs: dict[str, Decimal] = field(default_factory=dict)  # prediction id → last cost
+    known_ids: set[str] = field(default_factory=set)  # every prediction id attached to an item
+
+    @property
+    def spent(self) -> Decimal:
+        """The batch's spend so far: the last cost recorded for each prediction."""
+        return sum(self.costs.values(), ZERO)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Fold one record in."""
+        self.records += 1
+        event = record["event"]
+        prediction = record.get("prediction_id")
+        if prediction:
+            self.known_ids.add(str(prediction))
+            cost = record.get("cost")
+            if cost is not None:
+                amount = usd(cost)
+                if amount is not None and amount >= 0:
+                    self.costs[str(prediction)] = amount
+        if event in _UPLOAD_EVENTS:
+            self._upload(event, record)
+            return
+        ledger.fold(self.states, record)
+
+    def fold(self, records: Iterable[Mapping[str, Any]]) -> Replay:
+        for record in records:
+            self.add(record)
+        return self
+
+    def _upload(self, event: str, record: Mapping[str, Any]) -> None:
+        sha, url = record.get("sha256"), record.get("public_url")
+        if not sha:
+            return
+        if event == ledger.EVENT_UPLOADED and url:
+            self.uploads[str(sha)] = str(url)
+        elif event == ledger.EVENT_UPLOAD_GONE and self.uploads.get(str(sha)) == url:
+            del self.uploads[str(sha)]
 
 
 @dataclass(frozen=True)
 class Resume:
-    """The ledger's records, the warnings its reading gave, each key's state, and for each
+    """What the ledger says (its ``replay``), the warnings its reading gave, and for each
     downloaded key of the batch whether its video is still on disk and matches its sha256."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    replay: Replay = field(default_factory=Replay)
     warnings: list[str] = field(default_factory=list)
-    states: dict[str, ledger.KeyState] = field(default_factory=dict)
     file_ok: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def states(self) -> dict[str, ledger.KeyState]:
+        return self.replay.states
 
     @property
     def known_ids(self) -> set[str]:
         """Every prediction id the ledger has attached to an item: never attach another."""
-        return {str(r["prediction_id"]) for r in self.records if r.get("prediction_id")}
+        return self.replay.known_ids
+
+    @property
+    def empty(self) -> bool:
+        """Whether the ledger holds no record (none, or nothing readable)."""
+        return self.replay.records == 0
 
 
 def read_resume(output_dir: Path, keys: Collection[str]) -> Resume:
     """Read ``output_dir``'s ledger (none: an empty Resume) and verify the videos of ``keys``
     it says were downloaded. Blocking: run it in a worker thread. Raises LedgerError."""
-    records, warnings = ledger.read(output_dir / ledger.LEDGER_NAME)
-    states = ledger.replay(records)
+    warnings: list[str] = []
+    with ledger.streamed(output_dir / ledger.LEDGER_NAME, warnings) as records:
+        replay = Replay().fold(records)
     file_ok = {
         key: state.path is not None and verify(output_dir / state.path, state.bytes, state.sha256)
-        for key, state in states.items()
+        for key, state in replay.states.items()
         if key in keys and state.state is JobState.DOWNLOADED
     }
-    return Resume(records, warnings, states, file_ok)
+    return Resume(replay, warnings, file_ok)
