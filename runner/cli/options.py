@@ -35,7 +35,11 @@ def _check_options() -> argparse.ArgumentParser:
     """The options ``run`` and ``validate`` share: where the batch goes and what is checked."""
     parent = argparse.ArgumentParser(add_help=False)
     _verbosity(parent, default=argparse.SUPPRESS)
-    parent.add_argument("manifest", type=Path, help="the YAML manifest")
+    parent.add_argument(
+        "manifest",
+        type=Path,
+        help="the YAML manifest, or a CSV/JSONL catalog of items, or - to read one from stdin",
+    )
     parent.add_argument("--output", type=Path, help="output directory (default: output/<batch>/)")
     parent.add_argument(
         "--simulate",

@@ -1,7 +1,8 @@
 """Reading a manifest: the file composed into YAML nodes that keep their place (``document``),
 the reader that checks them (``yamlnodes``), the top level and each item's fields (``fields``),
 an item's image (``imagesource``), names safe as file names (``ids``), and the items they make
-(``reader``). Nothing here touches the network or the output directory."""
+(``reader``); a CSV or JSONL catalog's rows read as items (``catalog``, ``rownodes``). Nothing
+here touches the network or the output directory."""
 
 from runner.manifest.reader import Item, Manifest, ManifestReading, load_manifest, read_manifest
 

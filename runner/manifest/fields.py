@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner import cost, models
 from runner.diagnostics import Code, Place
+from runner.manifest.catalog import Rows, read_items_from
 from runner.manifest.ids import safe_name, slugify
 from runner.manifest.imagesource import read_image
 from runner.manifest.jsonvalues import read_input, read_meta
 from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
-TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items")
+TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items", "items_from", "columns")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
 ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input", "meta")
 
@@ -63,6 +64,7 @@ class Top:
     price_nodes: Mapping[str, Node] = field(default_factory=dict)  # model slug → its key node
     places: Mapping[str, Place] = field(default_factory=dict)  # "model", "prompt_optimizer", ...
     input_node: Node | None = None  # ``defaults.input`` as written, merged into every item
+    rows: Rows | None = None  # (index, node) of the items of an ``items_from`` catalog
 
 
 def read_top(reader: Reader, root: Node, path: Path) -> Top:
@@ -88,6 +90,14 @@ def read_top(reader: Reader, root: Node, path: Path) -> Top:
     input_node: Node | None = None
     if "defaults" in found:
         optimizer, extra, input_node = _read_defaults(reader, found["defaults"][1], places)
+    catalog = read_items_from(reader, found, base_dir)  # None: the manifest lists its items
+    if catalog is not None:
+        folder, rows = catalog
+        nodes: list[Node] = [node for _, node in rows]
+        top = Top(
+            batch, model, optimizer, extra, folder, nodes, prices, price_nodes, places, input_node
+        )
+        return replace(top, rows=rows)
     items = _read_item_list(reader, mapping, found.get("items"))
     return Top(
         batch, model, optimizer, extra, base_dir, items, prices, price_nodes, places, input_node
@@ -220,6 +230,8 @@ class Fields:
 
 def item_nodes(reader: Reader, top: Top) -> list[tuple[int, MappingNode]]:
     """(index, node) of the entries of ``items`` that are mappings; reports the others."""
+    if top.rows is not None:  # a catalog's rows, checked as they were read
+        return list(top.rows)
     nodes = []
     for index, node in enumerate(top.items):
         if isinstance(node, MappingNode):

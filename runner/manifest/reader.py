@@ -54,6 +54,7 @@ from runner import cost, models
 from runner.diagnostics import Diagnostic, Place, Severity, item_label, of_severity
 from runner.errors import ManifestError
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
+from runner.manifest.catalog import catalog_document, is_catalog
 from runner.manifest.document import MAX_NODES, compose, expanded_size
 from runner.manifest.fields import (
     DEFAULTS_KEYS,
@@ -202,7 +203,7 @@ def read_manifest(path: Path) -> ManifestReading:
     reader = Reader(str(path))
     fallback = slugify(path.stem) or "batch"
     try:
-        document = compose(path, reader.file)
+        document = catalog_document(path) if is_catalog(path) else compose(path, reader.file)
     except ManifestError as exc:
         return ManifestReading(path, fallback, (), frozenset(), tuple(exc.problems))
     top = read_top(reader, document.root, path)

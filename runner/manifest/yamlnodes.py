@@ -44,6 +44,12 @@ class Scope:
         return Scope(self.item, self.item_id, f"{self.prefix}{name}.")
 
 
+class FileMark(yaml.Mark):
+    """A place in another file than the reader's: a row of a catalog the manifest takes its
+    items from (``runner.manifest.catalog``), whose problems name the catalog, not the manifest.
+    ``name`` is that file as the user wrote it."""
+
+
 class Reader:
     """Collects diagnostics while turning YAML nodes into checked values.
 
@@ -73,7 +79,8 @@ class Reader:
     def place(self, node: Node, field: str | None = None) -> Place:
         """Where ``node`` is written (line and column from 1), as the field ``field``."""
         mark = node.start_mark
-        return Place(self.file, mark.line + 1, mark.column + 1, field=field)
+        file = mark.name if isinstance(mark, FileMark) else self.file
+        return Place(file, mark.line + 1, mark.column + 1, field=field)
 
     def error(
         self,
@@ -87,7 +94,8 @@ class Reader:
     ) -> None:
         """Report ``message`` at ``node``, in ``context`` (its item and field)."""
         mark = node.start_mark
-        place = replace(context, file=self.file, line=mark.line + 1, column=mark.column + 1)
+        file = mark.name if isinstance(mark, FileMark) else self.file
+        place = replace(context, file=file, line=mark.line + 1, column=mark.column + 1)
         self._found.append(Diagnostic(severity, message, place, code, subject))
         if severity is Severity.ERROR:
             self._errors += 1
