@@ -37,7 +37,7 @@ import anyio
 from runner.api.client import EachlabsClient
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
-from runner.config import Limits
+from runner.config import DEFAULT_CANCEL_WATCH, Limits
 from runner.errors import (
     AccountError,
     ApiProtocolError,
@@ -59,9 +59,6 @@ from runner.store.writer import LedgerWriter
 
 log = logging.getLogger("runner")
 
-#: How long each cancelled prediction is watched for its end: three of the real service's
-#: ~5 s status steps, the time a cancel that takes effect needs to show.
-DEFAULT_CANCEL_WATCH = 15.0
 #: Predictions cancelled and watched at once; the request window paces their requests anyway.
 CANCEL_CONCURRENCY = 10
 #: The error code recorded for a prediction that ended cancelled without a code of its own.

@@ -70,6 +70,16 @@ DEFAULT_MAX_IMAGE_MB = 20.0
 DEFAULT_URL_HEAD_BYTES = 64 * 1024
 DEFAULT_URL_TIMEOUT = 20.0
 DEFAULT_URL_CONCURRENCY = 8
+#: Seconds between heartbeat lines unless ``--heartbeat`` says otherwise: a cron log that says
+#: every minute how far the batch is, without a line per request.
+DEFAULT_HEARTBEAT = 60.0
+#: How long ``cancel`` watches each cancelled prediction for its end: three of the real
+#: service's ~5 s status steps, the time a cancel that takes effect needs to show.
+DEFAULT_CANCEL_WATCH = 15.0
+#: How long a runner sent SIGTERM by ``cancel --stop-runner`` may take to let go of the lock:
+#: it stops submitting at once and records the creates already on the wire, which takes a
+#: request timeout at worst.
+STOP_WAIT = 60.0
 
 ENV_API_KEY = "EACHLABS_API_KEY"
 ENV_API_BASE = "EACHLABS_API_BASE"

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import anyio
 
+from runner.config import STOP_WAIT
 from runner.errors import LockedError
 from runner.store.outdir import LOCK_NAME, LockOwner, holds_open, output_lock, read_lock
 
-#: How long a runner sent SIGTERM may take to let go of the lock: it stops submitting at once
-#: and records the creates already on the wire, which takes a request timeout at worst.
-STOP_WAIT = 60.0
 #: How often the lock is tried while the runner stops.
 STOP_POLL = 0.1
 

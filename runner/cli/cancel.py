@@ -12,22 +12,14 @@ from pathlib import Path
 from typing import TextIO
 
 from runner import config as cfg
-from runner.cancel import DEFAULT_CANCEL_WATCH, CancelConfig, Ending, cancel_batch, counts
 from runner.cli.values import MAX_OPTION_VALUE, add_api_options, positive
+from runner.config import DEFAULT_CANCEL_WATCH, STOP_WAIT
 from runner.errors import AccountError, ConfigError
 from runner.report import EXIT_ACCOUNT
-from runner.stoprunner import STOP_WAIT
 
-#: The order endings are counted in on the last line.
-_ORDER = (
-    Ending.CANCELLED,
-    Ending.SUCCEEDED,
-    Ending.FAILED,
-    Ending.RUNNING,
-    Ending.UNKNOWN,
-    Ending.AMBIGUOUS,
-)
-_WORDS = {Ending.RUNNING: "still running"}
+#: The order endings (``runner.cancel.Ending``) are counted in on the last line.
+_ORDER = ("cancelled", "succeeded", "failed", "running", "unknown", "ambiguous")
+_WORDS = {"running": "still running"}
 
 
 def seconds(text: str) -> float:
@@ -88,6 +80,8 @@ async def cancel_command(
     """Cancel what ``args.directory``'s batch has in flight and print what became of each
     item; the exit code. Raises ConfigError (no key, bad options or directory), LockedError,
     StorageError and ApiUnavailableError for ``execute`` to turn into codes."""
+    from runner.cancel import CancelConfig, cancel_batch, counts  # aiohttp: only when used
+
     api_base = cfg.resolve_api_base(args.api_base, os.environ)
     api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
     if api_key is None:
@@ -120,6 +114,7 @@ async def cancel_command(
         shown = one.prediction_id or "-"
         print(f"  {one.item:<{width}}  {shown}  {one.ending.value}: {one.detail}", file=out)
     found = counts(result.settled)
-    parts = [f"{found.get(e, 0)} {_WORDS.get(e, e.value)}" for e in _ORDER if found.get(e)]
+    by_word = {ending.value: number for ending, number in found.items()}
+    parts = [f"{by_word[e]} {_WORDS.get(e, e)}" for e in _ORDER if by_word.get(e)]
     print(f"cancel in {args.directory}: {', '.join(parts)}", file=out)
     return result.exit_code

@@ -12,21 +12,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
 from runner import config as cfg
-from runner.batch import check_and_run
-from runner.checks.preflight import Report
-from runner.checks.render import render_plan, render_problems, render_verdict
-from runner.cli import notify
-from runner.cli.cancel import cancel_command
 from runner.cli.options import build_parser, checks_from, limits_from, view_from
-from runner.cli.report import report_command
-from runner.cli.simulate import serve, simulate_profile
-from runner.cli.status import status_command
-from runner.display import RunView, choose_mode, log_handler
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -49,7 +40,13 @@ from runner.report import (
     SUMMARY_NAME,
 )
 
+if TYPE_CHECKING:
+    from runner.checks.preflight import Report
+
 log = logging.getLogger("runner")
+
+# A command loads what it uses when it runs (aiohttp, rich, the checks, the simulator), so
+# that ``--help``, ``--version`` and a bad argument answer at once.
 
 
 async def _check_and_run(
@@ -58,6 +55,11 @@ async def _check_and_run(
     """The checks, then (for ``run`` without ``--dry-run``, and only if they found no error)
     the run: one call of ``runner.batch.check_and_run``. Returns the exit code; ``where``
     gets the output directory once the checks know it."""
+    from runner.batch import check_and_run
+    from runner.checks.render import render_plan, render_problems, render_verdict
+    from runner.cli.simulate import simulate_profile
+    from runner.display import RunView, choose_mode
+
     dry = args.command == "validate" or args.dry_run
     async with contextlib.AsyncExitStack() as stack:
         api_key: str | None
@@ -138,6 +140,8 @@ async def execute(
     hook = getattr(args, "on_finish", None)
     if hook and args.command == "run" and not args.dry_run:
         summary = where[-1] / SUMMARY_NAME if where else None
+        from runner.cli import notify
+
         await notify.on_finish(hook, summary, code, err)
     return code
 
@@ -146,6 +150,11 @@ async def _exit_code(
     args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO, where: list[Path]
 ) -> int:
     """Run the parsed command; errors become exit codes here."""
+    from runner.cli.cancel import cancel_command
+    from runner.cli.report import report_command
+    from runner.cli.simulate import serve
+    from runner.cli.status import status_command
+
     try:
         if args.command == "report":
             return await report_command(args, out, err)
@@ -198,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    from runner.display import log_handler
+
     logging.basicConfig(level=level, handlers=[log_handler(logging.NOTSET)])
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     try:

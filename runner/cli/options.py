@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import importlib.metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import config as cfg
 from runner.cli.cancel import add_cancel_parser
@@ -14,7 +14,10 @@ from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.status import add_status_parser
 from runner.cli.values import add_api_options, error_codes, positive, usd_amount
-from runner.display import DEFAULT_HEARTBEAT, ViewSettings
+
+if TYPE_CHECKING:
+    from runner.display import ViewSettings
+
 from runner.errors import (
     ConfigError,
 )
@@ -142,7 +145,7 @@ def _view_options(run: argparse.ArgumentParser) -> None:
     view.add_argument(
         "--heartbeat",
         type=_seconds_or_off,
-        default=DEFAULT_HEARTBEAT,
+        default=cfg.DEFAULT_HEARTBEAT,
         metavar="S",
         help="without a live view, log a line with the counts, spend and ETA every S seconds "
         "(0: never; default: %(default)g)",
@@ -310,10 +313,12 @@ def limits_from(args: argparse.Namespace) -> cfg.Limits:
 
 def view_from(args: argparse.Namespace) -> ViewSettings:
     """What the view shows (``validate`` has none of the run's view options: the defaults)."""
+    from runner.display import ViewSettings  # rich: loaded by a command that shows, not --help
+
     given = vars(args)
     return ViewSettings(
         progress=not given.get("no_progress", False),
-        heartbeat=given.get("heartbeat", DEFAULT_HEARTBEAT),
+        heartbeat=given.get("heartbeat", cfg.DEFAULT_HEARTBEAT),
         log_file=given.get("log_file"),
         quiet=args.quiet,
         verbose=args.verbose,

@@ -10,7 +10,6 @@ from typing import TextIO
 import anyio
 
 from runner.report import EXIT_OK
-from runner.results import HTML_NAME, report_directory
 
 
 def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +36,8 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 async def report_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Write the results and the contact sheet of ``args.dir``; say where and what they show.
     Errors (ConfigError, StorageError) are the caller's to turn into exit codes."""
+    from runner.results import HTML_NAME, report_directory  # loaded when the command runs
+
     folder: Path = args.dir
     published = await anyio.to_thread.run_sync(report_directory, folder)
     for warning in published.warnings:

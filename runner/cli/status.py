@@ -7,15 +7,17 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
 from runner.errors import RunnerError
 from runner.jobs import JobState
 from runner.report import EXIT_CONFIG, EXIT_OK
-from runner.status import BatchStatus, as_json, read_status
 from runner.store.ledger import seconds_since
+
+if TYPE_CHECKING:
+    from runner.status import BatchStatus
 
 #: Item ids shown on one line of the screen before "and N more" (``--json`` lists them all).
 MAX_IDS_SHOWN = 10
@@ -52,6 +54,8 @@ def add_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 async def status_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Print the status of ``args.directory``; the exit code (2: it cannot be read)."""
+    from runner.status import as_json, read_status  # loaded when the command runs
+
     try:
         status = await anyio.to_thread.run_sync(read_status, args.directory)
     except RunnerError as exc:

@@ -5,7 +5,7 @@ JSON line with ``--log-file`` (``logfile``); the end of the run (``endtable``). 
 them together behind one handle, ``RunView``.
 """
 
-from runner.display.heartbeat import DEFAULT_HEARTBEAT
+from runner.config import DEFAULT_HEARTBEAT
 from runner.display.logs import IsoFormatter, log_handler
 from runner.display.progress import Progress, Snapshot, Stage
 from runner.display.view import Mode, RunView, ViewSettings, choose_mode

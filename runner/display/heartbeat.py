@@ -10,10 +10,6 @@ import logging
 from runner.display.progress import Snapshot
 from runner.display.text import heartbeat_line
 
-#: Seconds between heartbeat lines unless ``--heartbeat`` says otherwise: a cron log that says
-#: every minute how far the batch is, without a line per request.
-DEFAULT_HEARTBEAT = 60.0
-
 
 class HeartbeatScreen:
     """Logs ``heartbeat_line`` every ``every`` seconds of the run (0: never) to ``logger``."""

@@ -22,9 +22,9 @@ import anyio
 from rich.console import Console
 
 from runner.checks.preflight import Report
-from runner.config import Limits
+from runner.config import DEFAULT_HEARTBEAT, Limits
 from runner.display.endtable import print_end
-from runner.display.heartbeat import DEFAULT_HEARTBEAT, HeartbeatScreen
+from runner.display.heartbeat import HeartbeatScreen
 from runner.display.live import LiveScreen
 from runner.display.logfile import LogFile
 from runner.display.progress import Progress, Snapshot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 from pathlib import Path
@@ -10,11 +9,9 @@ from typing import Any
 
 import pytest
 
+import runner.batch
 from runner.cli import command
 from runner.report import EXIT_INTERNAL
-
-#: The module (``runner.cli.main`` the attribute is the entry point function).
-cli_main = importlib.import_module("runner.cli.main")
 
 
 async def test_a_bug_before_the_run_is_one_line_and_exit_70_with_the_traceback_at_debug(
@@ -23,7 +20,7 @@ async def test_a_bug_before_the_run_is_one_line_and_exit_70_with_the_traceback_a
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise ExceptionGroup("unhandled errors in a TaskGroup", [RuntimeError("a\n  b")])
 
-    monkeypatch.setattr(cli_main, "check_and_run", broken)
+    monkeypatch.setattr(runner.batch, "check_and_run", broken)  # the CLI loads it when run
     out, err = io.StringIO(), io.StringIO()
     with caplog.at_level(logging.DEBUG, logger="runner"):
         code = await command(["validate", str(tmp_path / "m.yaml")], out=out, err=err)

@@ -43,3 +43,26 @@ def test_the_simulators_names_still_come_from_the_package() -> None:
     assert simulator.OtherHost.__name__ == "OtherHost"
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = simulator.Nope  # type: ignore[attr-defined]
+
+
+def test_help_loads_neither_the_network_stack_nor_the_live_view() -> None:
+    """``--help`` took 0.7-1.0 s: ``import runner`` loaded the whole run (aiohttp and its SSL
+    contexts, the checks' jsonschema) and the CLI the live view (rich). A command now loads
+    what it uses when it runs; counted by modules loaded, not by seconds."""
+    probe = (
+        "import sys, runner, runner.cli; runner.cli.build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'rich', 'jsonschema'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_package_still_offers_its_names() -> None:
+    import runner
+
+    assert runner.run_batch.__module__ == "runner.batch"
+    assert runner.RunConfig.__name__ == "RunConfig"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = runner.Nope  # type: ignore[attr-defined]
