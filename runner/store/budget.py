@@ -107,8 +107,14 @@ def recorded_spend(records: Iterable[Mapping[str, Any]]) -> Decimal:
     """
     costs: dict[str, Decimal] = {}
     for record in records:
-        cost = usd(record.get("cost"))
-        prediction = record.get("prediction_id")
-        if cost is not None and cost >= 0 and prediction:
-            costs[str(prediction)] = cost
+        fold_cost(costs, record)
     return sum(costs.values(), ZERO)
+
+
+def fold_cost(costs: dict[str, Decimal], record: Mapping[str, Any]) -> None:
+    """One step of ``recorded_spend``: the record's cost, if it has one, as the last known cost
+    of its prediction (prediction id → USD)."""
+    cost = usd(record.get("cost"))
+    prediction = record.get("prediction_id")
+    if cost is not None and cost >= 0 and prediction:
+        costs[str(prediction)] = cost

@@ -336,12 +336,17 @@ def uploads(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Image sha256 → public URL of every upload recorded, so a re-run does not upload again."""
     found: dict[str, str] = {}
     for record in records:
-        if record["event"] == EVENT_UPLOADED and record.get("sha256") and record.get("public_url"):
-            found[str(record["sha256"])] = str(record["public_url"])
-        elif (
-            record["event"] == EVENT_UPLOAD_GONE
-            and record.get("sha256")
-            and found.get(str(record["sha256"])) == record.get("public_url")
-        ):
-            del found[str(record["sha256"])]
+        fold_upload(found, record)
     return found
+
+
+def fold_upload(found: dict[str, str], record: Mapping[str, Any]) -> None:
+    """One step of ``uploads``: an upload recorded, or one the server could no longer fetch
+    (the URL it recorded is forgotten); any other record changes nothing."""
+    sha, url = record.get("sha256"), record.get("public_url")
+    if not sha:
+        return
+    if record["event"] == EVENT_UPLOADED and url:
+        found[str(sha)] = str(url)
+    elif record["event"] == EVENT_UPLOAD_GONE and found.get(str(sha)) == url:
+        del found[str(sha)]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.jobs import JobState
-from runner.money import ZERO, usd
+from runner.money import ZERO
 from runner.store import ledger
+from runner.store.budget import fold_cost
 from runner.store.videos import verify
 
 _UPLOAD_EVENTS = (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE)
@@ -39,19 +40,14 @@ class Replay:
         return sum(self.costs.values(), ZERO)
 
     def add(self, record: Mapping[str, Any]) -> None:
-        """Fold one record in."""
+        """Fold one record in, by the very steps of those three."""
         self.records += 1
-        event = record["event"]
         prediction = record.get("prediction_id")
         if prediction:
             self.known_ids.add(str(prediction))
-            cost = record.get("cost")
-            if cost is not None:
-                amount = usd(cost)
-                if amount is not None and amount >= 0:
-                    self.costs[str(prediction)] = amount
-        if event in _UPLOAD_EVENTS:
-            self._upload(event, record)
+            fold_cost(self.costs, record)
+        if record["event"] in _UPLOAD_EVENTS:
+            ledger.fold_upload(self.uploads, record)
             return
         ledger.fold(self.states, record)
 
@@ -59,15 +55,6 @@ class Replay:
         for record in records:
             self.add(record)
         return self
-
-    def _upload(self, event: str, record: Mapping[str, Any]) -> None:
-        sha, url = record.get("sha256"), record.get("public_url")
-        if not sha:
-            return
-        if event == ledger.EVENT_UPLOADED and url:
-            self.uploads[str(sha)] = str(url)
-        elif event == ledger.EVENT_UPLOAD_GONE and self.uploads.get(str(sha)) == url:
-            del self.uploads[str(sha)]
 
 
 @dataclass(frozen=True)
