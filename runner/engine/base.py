@@ -28,7 +28,7 @@ from runner.errors import (
     RunnerError,
     StorageError,
 )
-from runner.events import Events, ItemChanged, Said, SpendChanged, logged
+from runner.events import Events, ItemChanged, SpendChanged, logged
 from runner.jobs import JobState, transition
 from runner.manifest import Item
 from runner.store.budget import Budget
@@ -225,7 +225,7 @@ class RunContext:
 
     def say(self, level: int, message: str, *args: object) -> None:
         """A line for the user (``message % args``), to the subscribers (the log among them)."""
-        self.events.emit(Said(level, message % args if args else message))
+        self.events.say(level, message, *args)
 
     def say_once(self, level: int, text: str) -> None:
         """``text`` for the user, unless this run said it already (or said a hundred such
