@@ -253,6 +253,9 @@ class KeyState:
     path: str | None = None
     bytes: int | None = None
     sha256: str | None = None
+    #: The fingerprint (``runner.keys``) of the API key that made the last create: polls,
+    #: cancels and lookups of its prediction use that key. None in ledgers from before keys.
+    account: str | None = None
 
 
 def _evolve(current: KeyState, /, **changes: Any) -> KeyState:
@@ -273,6 +276,7 @@ def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
             state=JobState.SUBMITTING,
             attempts=state.attempts + 1,
             submitting_ts=record.get("ts"),
+            account=record.get("account"),
             prediction_id=None,
             error=None,
             error_code=None,
