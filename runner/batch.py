@@ -23,9 +23,11 @@ from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
 from runner.checks.preflight import Report, preflight
 from runner.config import CheckConfig, RunConfig
+from runner.engine.accounts import missing_accounts, missing_accounts_message
 from runner.engine.scheduler import BatchRunner
-from runner.errors import LedgerError, LockedError, ManifestError, StorageError
+from runner.errors import ConfigError, LedgerError, LockedError, ManifestError, StorageError
 from runner.events import Events, Subscriber, to_log
+from runner.keys import fingerprint
 from runner.livesummary import refreshing
 from runner.manifest import Item, Manifest, read_manifest
 from runner.report import (
@@ -82,14 +84,20 @@ async def check_and_run(
 
     ``config.output_dir`` None means ``output/<batch>``. Raises LockedError (another runner
     holds the output directory) and StorageError (it cannot be made or locked) before any
-    request is sent; ConfigError for an unusable output path. Nothing is written before the
+    request is sent; ConfigError for an unusable output path, and for a ledger with
+    predictions in flight made with a key the run was not given. Nothing is written before the
     checks pass but the model schema cache.
     """
     reading = await anyio.to_thread.run_sync(read_manifest, config.manifest_path)
     output = config.output_dir or Path("output") / reading.batch
     limits = config.limits
     events = Events((to_log(log),) if on_event is None else (to_log(log), on_event))
-    limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
+    # One request window per key: each key is an account with its own (the first also serves
+    # the checks' model lookups).
+    limiters = [
+        RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
+        for _ in config.api_keys
+    ]
     with contextlib.ExitStack() as lock:
         resume: Resume | LedgerError | None = None
         if not dry and output.is_dir():
@@ -100,7 +108,7 @@ async def check_and_run(
                 session,
                 config.api_base,
                 config.api_key,
-                limiter,
+                limiters[0],
                 # The checks fall back to the schema cache (with a warning) when the API
                 # cannot be reached: no reason to wait for it as long as a run does.
                 dataclasses.replace(
@@ -122,6 +130,10 @@ async def check_and_run(
                 only=config.only,
                 limit=config.limit,
             )
+        if report.plan is not None and config.api_key:
+            missing = missing_accounts(report.plan, map(fingerprint, config.api_keys))
+            if missing:
+                raise ConfigError(missing_accounts_message(missing))
         if show is not None:
             show(report)
         if dry or report.errors or report.manifest is None or report.plan is None:
@@ -141,7 +153,7 @@ async def check_and_run(
             report.manifest,
             report.plan,
             resume,
-            limiter,
+            limiters,
             resume_command=resume_command,
             handle_signals=handle_signals,
             observer=observer,
@@ -192,17 +204,18 @@ async def _run(
     manifest: Manifest,
     plan: Plan,
     resume: Resume,
-    limiter: RateLimiter,
+    limiters: Sequence[RateLimiter],
     *,
     resume_command: str,
     handle_signals: bool,
     observer: Callable[[str, float], None] | None,
 ) -> RunResult:
     """Carry ``plan`` out in the locked ``config.output_dir`` and write the summary. The run
-    reports to ``limiter``'s hub of events, the one its requests report to."""
+    reports to the hub of events of ``limiters`` (one per API key), the one its requests report
+    to."""
     assert config.output_dir is not None
     output_dir = config.output_dir
-    events = limiter.events
+    events = limiters[0].events
     for warning in resume.warnings:
         events.say(logging.WARNING, "%s", warning)
     for step in plan.steps:
@@ -254,7 +267,7 @@ async def _run(
                     connector=connector, cookie_jar=aiohttp.DummyCookieJar()
                 ) as session:
                     await refreshing(
-                        runner.run(session, limiter),
+                        runner.run(session, limiters),
                         output_dir / SUMMARY_NAME,
                         partial(_summary_now, runner, manifest, plan),
                         runner.say,

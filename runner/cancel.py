@@ -50,11 +50,13 @@ from runner.errors import (
 )
 from runner.events import Events, logged
 from runner.jobs import JobState, transition
+from runner.keys import fingerprint
 from runner.stoprunner import take_lock
 from runner.store import ledger
 from runner.store.ledger import KeyState
 from runner.store.outdir import LockOwner
 from runner.store.plan import RECHECK_CODES
+from runner.store.resume import read_replay
 from runner.store.writer import LedgerWriter
 
 log = logging.getLogger("runner")
@@ -119,6 +121,9 @@ class CancelConfig:
     watch: float = DEFAULT_CANCEL_WATCH
     stop_runner: bool = False
     command: str = ""  # this command line, redacted, for the lock file
+    #: Keys of further accounts (``RunConfig.more_api_keys``): each prediction is cancelled
+    #: and polled with the key that created it.
+    more_api_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 def targets(states: Iterable[KeyState]) -> tuple[list[KeyState], list[KeyState]]:
@@ -183,8 +188,8 @@ async def cancel_batch(config: CancelConfig, events: Events | None = None) -> Ca
     events = events or logged(log)
     with contextlib.ExitStack() as stack:
         stopped = await take_lock(stack, directory, config.command, stop=config.stop_runner)
-        records, warnings = await anyio.to_thread.run_sync(ledger.read, path)
-        to_cancel, ambiguous = targets(ledger.replay(records).values())
+        replay, warnings = await anyio.to_thread.run_sync(read_replay, path)
+        to_cancel, ambiguous = targets(replay.states.values())
         settled = [
             Settled(
                 s.item,
@@ -204,7 +209,7 @@ async def _cancel_all(
     config: CancelConfig, path: Path, to_cancel: list[KeyState], events: Events
 ) -> list[Settled]:
     limits = config.limits
-    limiter = RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
+    keys = (config.api_key, *config.more_api_keys)
     found: list[Settled] = []
     slots = anyio.CapacityLimiter(CANCEL_CONCURRENCY)
     try:
@@ -213,10 +218,33 @@ async def _cancel_all(
             LedgerWriter(path) as writer,
             anyio.create_task_group() as tg,
         ):
-            client = EachlabsClient.for_limits(
-                session, config.api_base, config.api_key, limiter, limits
-            )
+            # One client per key, each with its own request window (each key is an account).
+            clients = {
+                fingerprint(key): EachlabsClient.for_limits(
+                    session,
+                    config.api_base,
+                    key,
+                    RateLimiter(
+                        limits.rate_limit, limits.rate_window, burst=limits.burst, events=events
+                    ),
+                    limits,
+                )
+                for key in keys
+            }
+            primary = clients[fingerprint(config.api_key)]
             for state in to_cancel:
+                client = primary if state.account is None else clients.get(state.account)
+                if client is None:
+                    found.append(
+                        Settled(
+                            state.item,
+                            state.prediction_id,
+                            Ending.UNKNOWN,
+                            f"made with the API key {state.account}, which was not given: left "
+                            "as it was (only that key can cancel it)",
+                        )
+                    )
+                    continue
                 tg.start_soon(_settle_into, found, slots, client, writer, state, config)
     except* (AccountError, ApiUnavailableError, StorageError) as group:
         raise group.exceptions[0] from None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import ConfigError
+from runner.keys import fingerprint
 
 DEFAULT_API_BASE = "https://api.eachlabs.ai"
 #: The account's documented cap on predictions in flight (fixed-price models).
@@ -82,6 +83,8 @@ DEFAULT_CANCEL_WATCH = 15.0
 STOP_WAIT = 60.0
 
 ENV_API_KEY = "EACHLABS_API_KEY"
+#: Several keys, each an account of its own (commas or whitespace between them).
+ENV_API_KEYS = "EACHLABS_API_KEYS"
 ENV_API_BASE = "EACHLABS_API_BASE"
 
 #: The key the in-process simulator accepts when no real key is configured.
@@ -158,6 +161,14 @@ class RunConfig:
     #: (``--limit``); the others are left as they are. Empty and None: every item.
     only: tuple[str, ...] = ()
     limit: int | None = None
+    #: Keys of further accounts, after ``api_key`` (secrets too). Each key is an account with
+    #: its own in-flight cap and request window (``limits`` apply to each).
+    more_api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """Every key of the run, the primary first."""
+        return (self.api_key, *self.more_api_keys)
 
 
 @dataclass(frozen=True)
@@ -220,28 +231,40 @@ MAX_KEY_FILE_BYTES = 4096
 _KEY = re.compile(r"[\x21-\x7e]+")
 
 
-def resolve_api_key(key_file: Path | None, env: Mapping[str, str]) -> str | None:
-    """The API key from ``--api-key-file`` if given, else ``EACHLABS_API_KEY``; None if neither.
+def resolve_api_keys(key_file: Path | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The API keys, each its own account: from ``--api-key-file`` if given, else
+    ``EACHLABS_API_KEYS``, else ``EACHLABS_API_KEY``; empty if none is set.
 
-    The file must be a regular file of at most ``MAX_KEY_FILE_BYTES`` holding the key alone on
-    one line (surrounding whitespace and a trailing newline are fine); the key, from either
-    source, must be printable ASCII without spaces. Raises ConfigError otherwise: a directory,
-    a FIFO or a device is refused before anything is read from it, and messages say what is
-    wrong with the file, never what it contains.
+    The file must be a regular file of at most ``MAX_KEY_FILE_BYTES`` holding one key per line
+    (blank lines and lines starting with ``#`` are skipped; surrounding whitespace is fine);
+    ``EACHLABS_API_KEYS`` separates its keys by commas or whitespace. Every key must be
+    printable ASCII without spaces, given once, and its fingerprint (``runner.keys``) must
+    differ from the others'. Raises ConfigError otherwise: a directory, a FIFO or a device is
+    refused before anything is read from it, and messages say what is wrong and where (a line
+    number, the variable), never what a key is.
     """
     if key_file is not None:
-        return _key_from_file(key_file)
+        return _keys_from_file(key_file)
+    keys = [key for key in re.split(r"[\s,]+", env.get(ENV_API_KEYS, "")) if key]
+    if keys:
+        for number, key in enumerate(keys, 1):
+            if _KEY.fullmatch(key) is None:
+                raise ConfigError(
+                    f"{ENV_API_KEYS} is not a list of usable API keys: key {number} is not "
+                    "printable ASCII"
+                )
+        return _distinct(keys, ENV_API_KEYS, "key")
     key = env.get(ENV_API_KEY, "").strip()
     if key and _KEY.fullmatch(key) is None:
         raise ConfigError(
             f"{ENV_API_KEY} is not a usable API key: it must be one line of printable ASCII "
             "without spaces"
         )
-    return key or None
+    return (key,) if key else ()
 
 
-def _key_from_file(key_file: Path) -> str:
-    """The key in ``key_file``; ConfigError (naming the file, never quoting it) if unusable."""
+def _keys_from_file(key_file: Path) -> tuple[str, ...]:
+    """The keys in ``key_file``; ConfigError (naming the file and line, never quoting it)."""
     where = f"the API key file {key_file}"
     try:
         data = read_regular_file(key_file, MAX_KEY_FILE_BYTES + 1)
@@ -249,25 +272,48 @@ def _key_from_file(key_file: Path) -> str:
         raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
         raise ConfigError(
-            f"{where} is larger than {MAX_KEY_FILE_BYTES} bytes: a key file holds only the key"
+            f"{where} is larger than {MAX_KEY_FILE_BYTES} bytes: a key file holds only keys"
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{where} is not text: it holds bytes that are not UTF-8") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    keys: list[str] = []
+    numbers: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        if _KEY.fullmatch(key) is None:
+            raise ConfigError(
+                f"{where} does not hold a usable key on line {number}: a key is printable "
+                "ASCII without spaces, one per line"
+            )
+        keys.append(key)
+        numbers.append(number)
+    if not keys:
         raise ConfigError(f"{where} is empty")
-    if len(lines) > 1:
-        raise ConfigError(
-            f"{where} has {len(lines)} non-empty lines: it must hold only the key, on one line"
-        )
-    key = lines[0].strip()
-    if _KEY.fullmatch(key) is None:
-        raise ConfigError(
-            f"{where} does not hold a usable key: a key is printable ASCII without spaces"
-        )
-    return key
+    return _distinct(keys, where, "line", numbers)
+
+
+def _distinct(
+    keys: list[str], where: str, unit: str, numbers: list[int] | None = None
+) -> tuple[str, ...]:
+    """``keys`` if no key is given twice and their fingerprints differ; else ConfigError
+    naming the two places (``unit`` numbers: lines of a file, or positions in a list)."""
+    numbers = numbers or list(range(1, len(keys) + 1))
+    seen: dict[str, int] = {}
+    for key, number in zip(keys, numbers, strict=True):
+        name = fingerprint(key)
+        if name in seen:
+            same = "the same key" if keys[numbers.index(seen[name])] == key else "two keys"
+            why = "" if same == "the same key" else " with the same fingerprint"
+            raise ConfigError(
+                f"{where} lists {same}{why} at {unit}s {seen[name]} and {number}: each key is "
+                "an account, given once"
+            )
+        seen[name] = number
+    return tuple(keys)
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:

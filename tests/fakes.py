@@ -136,16 +136,19 @@ class FakeApi:
         fault: Callable[[Call], RunnerError | None] | None = None,
         listed_after: float = 0.0,
         latency: float = 0.0,
+        prefix: str = "pred",
     ) -> None:
         """``script(input, attempt)`` picks each new prediction's Script (``attempt``: creates
         of that input so far, this one included); ``fault(call)`` may refuse any request;
         ``executions`` lists a prediction ``listed_after`` s after its create; each answer
-        takes ``latency`` s, holding its place in the window like a real one."""
+        takes ``latency`` s, holding its place in the window like a real one. Prediction ids
+        start with ``prefix`` (two accounts' ids must differ)."""
         self.limiter = limiter
         self.script = script
         self.fault = fault
         self.listed_after = listed_after
         self.latency = latency
+        self.prefix = prefix
         self.calls: list[Call] = []
         self.runs: dict[str, Run] = {}
         self.urls: dict[str, str] = {}  # every output URL handed out -> its prediction id
@@ -206,7 +209,7 @@ class FakeApi:
         ) as now:
             attempt = 1 + sum(1 for run in self.runs.values() if run.input == input)
             run = Run(
-                id=f"pred-{len(self.runs) + 1:04d}",
+                id=f"{self.prefix}-{len(self.runs) + 1:04d}",
                 model=model,
                 input=dict(input),
                 script=self.script(input, attempt),

@@ -46,8 +46,9 @@ def add_cancel_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "downloads it, paying nothing more), one still running is left for the next run to "
         "poll. A create whose answer was never recorded has no id to cancel: it is reported. "
         f"The API key is read from ${cfg.ENV_API_KEY} or --api-key-file, never from the "
-        "command line. Exit 0 when every prediction in flight ended, 1 if some may still run, "
-        "4 if a runner holds DIR (nothing is sent).",
+        "command line; a batch run on several keys is cancelled with the same keys (each "
+        "prediction with the key that made it). Exit 0 when every prediction in flight "
+        "ended, 1 if some may still run, 4 if a runner holds DIR (nothing is sent).",
     )
     cancel.add_argument("directory", type=Path, metavar="DIR", help="the batch's output directory")
     cancel.add_argument(
@@ -83,14 +84,18 @@ async def cancel_command(
     from runner.cancel import CancelConfig, cancel_batch, counts  # aiohttp: only when used
 
     api_base = cfg.resolve_api_base(args.api_base, os.environ)
-    api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
-    if api_key is None:
-        raise ConfigError(f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file")
+    api_keys = cfg.resolve_api_keys(args.api_key_file, os.environ)
+    if not api_keys:
+        raise ConfigError(
+            f"no API key: set {cfg.ENV_API_KEY} (or {cfg.ENV_API_KEYS}) or name a file with "
+            "--api-key-file"
+        )
     rate_limit, rate_window = cfg.parse_rate(args.rate)
     config = CancelConfig(
         output_dir=args.directory,
         api_base=api_base,
-        api_key=api_key,
+        api_key=api_keys[0],
+        more_api_keys=api_keys[1:],
         limits=cfg.Limits(rate_limit=rate_limit, rate_window=rate_window, poll_min=args.poll_min),
         watch=args.wait,
         stop_runner=args.stop_runner,

@@ -62,26 +62,28 @@ async def _check_and_run(
 
     dry = args.command == "validate" or args.dry_run
     async with contextlib.AsyncExitStack() as stack:
-        api_key: str | None
+        api_keys: tuple[str, ...]
         if args.simulate:
             from runner.simulator import Simulator  # the server: imported only when used
 
             sim = await stack.enter_async_context(Simulator(simulate_profile()))
             log.info("built-in simulator listening on %s", sim.base_url)
-            api_base, api_key = sim.base_url, cfg.SIMULATOR_API_KEY
+            api_base, api_keys = sim.base_url, (cfg.SIMULATOR_API_KEY,)
         else:
             api_base = cfg.resolve_api_base(args.api_base, os.environ)
-            api_key = cfg.resolve_api_key(args.api_key_file, os.environ)
-            if api_key is None and not dry:
+            api_keys = cfg.resolve_api_keys(args.api_key_file, os.environ)
+            if not api_keys and not dry:
                 raise ConfigError(
-                    f"no API key: set {cfg.ENV_API_KEY} or name a file with --api-key-file "
+                    f"no API key: set {cfg.ENV_API_KEY} (or {cfg.ENV_API_KEYS}) or name a file "
+                    "with --api-key-file "
                     "(or use --simulate to run on the built-in simulator)"
                 )
         config = cfg.RunConfig(
             manifest_path=args.manifest,
             output_dir=args.output,
             api_base=api_base,
-            api_key=api_key or "",
+            api_key=api_keys[0] if api_keys else "",
+            more_api_keys=api_keys[1:],
             limits=limits_from(args),
             retry_failed=args.retry_failed,
             resubmit_ambiguous=getattr(args, "resubmit_ambiguous", False),
@@ -93,7 +95,7 @@ async def _check_and_run(
         settings = view_from(args)
         mode = choose_mode(settings, err, os.environ)
         view = await stack.enter_async_context(
-            RunView(settings, mode, out, err, secrets=(config.api_key,))
+            RunView(settings, mode, out, err, secrets=config.api_keys)
         )
 
         def show(report: Report) -> None:

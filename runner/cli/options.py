@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "same command again resumes: done items are skipped, predictions in flight are polled "
         "again, never created again. "
         f"The API key is read from ${cfg.ENV_API_KEY} or --api-key-file, "
-        "never from the command line.",
+        f"never from the command line; several keys (${cfg.ENV_API_KEYS}, or several lines "
+        "of the key file) run the batch on several accounts at once.",
     )
     run.add_argument(
         "--dry-run",
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=positive(int),
         default=cfg.DEFAULT_CONCURRENCY,
-        help="predictions in flight at once (default: %(default)s, the account's cap)",
+        help="predictions in flight at once, per API key (default: %(default)s, an account's cap)",
     )
     run.add_argument(
         "--poll-min",

@@ -64,12 +64,15 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key-file",
         type=Path,
-        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}",
+        help=f"read the API key from this file instead of ${cfg.ENV_API_KEY}; one key per "
+        "line, several keys being several accounts (each with its own in-flight cap and "
+        "request window: --concurrency and --rate apply to each)",
     )
     parser.add_argument(
         "--rate",
         default=f"{cfg.DEFAULT_RATE_LIMIT}/{cfg.DEFAULT_RATE_WINDOW:g}",
-        help="API requests allowed in any window, N/SECONDS, strictly (default: %(default)s)",
+        help="API requests allowed in any window, N/SECONDS, strictly, per API key "
+        "(default: %(default)s)",
     )
 
 

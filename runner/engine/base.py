@@ -1,5 +1,5 @@
 """What every part of the engine shares: one item's live ``Job``, how a run ended
-(``RunOutcome``), the in-flight count, and ``RunContext``, the state of one run with the few
+(``RunOutcome``), and ``RunContext``, the state of one run with the few
 moves every phase makes (record an event, stop submitting, hold money against the budget).
 
 The phases are mixins over ``RunContext`` (``create``, ``poll``, ``fetch``); ``scheduler``'s
@@ -18,9 +18,9 @@ import anyio
 
 from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction
-from runner.api.ratelimit import RateLimiter
 from runner.config import RunConfig
 from runner.engine import policy
+from runner.engine.accounts import Account, Accounts
 from runner.errors import (
     AccountError,
     ApiBrokenError,
@@ -56,6 +56,9 @@ class Job:
     submitted_at: float | None = None  # monotonic
     last_poll_at: float | None = None
     attempts_this_run: int = 0
+    #: The account (API key) its prediction lives on: set when it takes a slot, or from the
+    #: ledger's record of the key that created it.
+    account: Account | None = None
 
 
 @dataclass(frozen=True)
@@ -75,31 +78,6 @@ class RunOutcome:
     budget_reached: bool = False
     interrupted: bool = False
     stopped: Stop | None = None
-
-
-class InFlight:
-    """Predictions in flight on the server: at most ``limit`` taken by new creates.
-
-    Resumed predictions are already running on the server; they are counted with ``force``.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._changed = anyio.Event()
-
-    async def acquire(self) -> None:
-        while self.used >= self.limit:
-            await self._changed.wait()
-        self.used += 1
-
-    def force(self) -> None:
-        self.used += 1
-
-    def release(self) -> None:
-        self.used -= 1
-        self._changed.set()
-        self._changed = anyio.Event()
 
 
 def mono_from_iso(ts: str | None, now_mono: float) -> float | None:
@@ -154,10 +132,22 @@ class RunContext:
         self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._said: set[str] = set()  # the lines said once per run (say_once)
-        self.client: Api
-        self.slots: InFlight
+        #: The API keys the run works with (``accounts``), set when it starts.
+        self.accounts: Accounts
         self.fetcher: VideoFetcher
-        self.limiter: RateLimiter
+
+    def account(self, job: Job) -> Account:
+        """The account ``job``'s prediction lives on: the one whose slot it took, else the one
+        the ledger says created it (the batch service refuses to run a plan that needs a key
+        it was not given; should one slip through, the primary answers 404 and the item is
+        polled as missing, never created again blindly)."""
+        if job.account is None:
+            job.account = self.accounts.named(job.state.account) or self.accounts.primary
+        return job.account
+
+    def api(self, job: Job) -> Api:
+        """The client of ``job``'s account: every request about its prediction goes there."""
+        return self.account(job).client
 
     def _stopped(self, kind: str, exc: BaseException) -> None:
         if self.outcome.stopped is None:
@@ -173,8 +163,8 @@ class RunContext:
         self._stop_submitting = True
         if not self._stopping.is_set():
             self._stopping.set()
-            if hasattr(self, "limiter"):
-                self.limiter.notify()
+            if hasattr(self, "accounts"):
+                self.accounts.notify()
 
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""

@@ -73,7 +73,7 @@ class Creating(Reconciling):
             try:
                 data = await anyio.to_thread.run_sync(read_image, item.image_path)
                 content_type = sniff_content_type(data[:16]) or "application/octet-stream"
-                url = await self.client.upload(data, content_type)
+                url = await self.api(job).upload(data, content_type)
             finally:
                 self.events.emit(Uploading(item.id, done=True))
             await self.ledger.append(item.id, item.key, EVENT_UPLOADED, sha256=sha, public_url=url)
@@ -235,12 +235,17 @@ class Creating(Reconciling):
 
         async def write_ahead() -> None:
             nonlocal written
-            await self._record(job, JobState.SUBMITTING, attempt=job.state.attempts + 1)
+            await self._record(
+                job,
+                JobState.SUBMITTING,
+                attempt=job.state.attempts + 1,
+                account=self.account(job).name,
+            )
             written = True
             job.attempts_this_run += 1
 
         try:
-            prediction_id = await self.client.create(
+            prediction_id = await self.api(job).create(
                 job.item.model, request, before_send=write_ahead, abandon=self._stopping
             )
         except RunnerError as exc:

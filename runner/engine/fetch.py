@@ -79,7 +79,7 @@ class Fetching(RunContext):
     async def _refresh_url(self, job: Job) -> bool:
         assert job.state.prediction_id is not None
         try:
-            prediction = await self.client.get(job.state.prediction_id)
+            prediction = await self.api(job).get(job.state.prediction_id)
         except RunnerError as exc:
             if decisions.decide(Phase.REFRESH, decisions.classify(exc)) is Step.STOP_RUN:
                 raise

@@ -39,7 +39,7 @@ class Polling(RunContext):
         prediction_id = job.state.prediction_id
         assert prediction_id is not None
         try:
-            prediction = await self.client.get(prediction_id)
+            prediction = await self.api(job).get(prediction_id)
         except RunnerError as exc:
             outcome = decisions.classify(exc)
             if decisions.decide(Phase.RECHECK, outcome) is Step.STOP_RUN:
@@ -103,7 +103,7 @@ class Polling(RunContext):
                 last_poll_at=job.last_poll_at,
                 model=self.runtimes,
                 poll_min=self.limits.poll_min,
-                spare=self.limiter.spare(),
+                spare=self.account(job).limiter.spare(),
             )
             trouble = errors + (0 if missing_since is None else 1 + int(now - missing_since))
             if trouble:
@@ -115,7 +115,7 @@ class Polling(RunContext):
             last_miss = job.last_poll_at
             age_last = 0.0 if last_miss is None else last_miss - submitted
             try:
-                prediction = await self.client.get(
+                prediction = await self.api(job).get(
                     prediction_id,
                     priority=partial(self._poll_priority, submitted, age_last),
                 )
@@ -137,7 +137,7 @@ class Polling(RunContext):
                         )
                     elif now - missing_since >= self.limits.lost_after:
                         shown = await listed(
-                            self.client, job.item, job.state, prediction_id, events=self.events
+                            self.api(job), job.item, job.state, prediction_id, events=self.events
                         )
                         if not decisions.missing_for_good(
                             now - missing_since, self.limits.lost_after, shown
@@ -220,7 +220,7 @@ class Polling(RunContext):
         on to learn how it ends. Returns the failure (error, code) to record if it ends
         cancelled: a timeout, or the poll error that kept us blind."""
         try:
-            await self.client.cancel(prediction_id)
+            await self.api(job).cancel(prediction_id)
         except RunnerError as exc:
             # Best effort: whatever it answers, polling tells how the prediction ends.
             if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:

@@ -157,7 +157,7 @@ class Reconciling(RunContext):
             # a list read before the settle time may lack a row that shows a moment later.
             asked = anyio.current_time()
             verdict, found = await find_prediction(
-                self.client,
+                self.api(job),
                 job.item,
                 job.state,
                 self.uploads,

@@ -1,6 +1,7 @@
 """The batch runner: the task group that drives a plan through the phases of each item.
 
-One feeder hands items to in-flight slots (at most ``concurrency`` predictions on the server);
+One feeder hands items to in-flight slots (at most ``concurrency`` predictions on the server
+per API key, each key an account of its own: ``accounts``);
 each slot's task uploads the image if needed, creates the prediction, polls it at the pace
 ``runner.engine.policy`` sets within the shared request window, and on success hands the video to a
 download (downloads take no slot and no place in the request window).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
 
 import aiohttp
 import anyio
@@ -41,7 +43,8 @@ from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
 from runner.api.transfers import SessionFetcher
-from runner.engine.base import RUN_STOPPERS, InFlight, Job, RunOutcome, mono_from_iso
+from runner.engine.accounts import Account, Accounts
+from runner.engine.base import RUN_STOPPERS, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
 from runner.engine.fetch import Fetching
 from runner.engine.poll import Polling
@@ -54,6 +57,7 @@ from runner.errors import (
     StorageError,
 )
 from runner.jobs import JobState
+from runner.keys import fingerprint
 from runner.store.plan import Action
 
 __all__ = ["BatchRunner"]
@@ -62,24 +66,42 @@ __all__ = ["BatchRunner"]
 class BatchRunner(Creating, Polling, Fetching):
     """Runs one plan to the end (or to a stop) and returns its RunOutcome."""
 
-    async def run(self, session: aiohttp.ClientSession, limiter: RateLimiter) -> RunOutcome:
+    async def run(
+        self, session: aiohttp.ClientSession, limiters: Sequence[RateLimiter]
+    ) -> RunOutcome:
         """Run against the real API at ``config.api_base`` over ``session`` (which downloads
-        the videos too); every API request takes its place in ``limiter``'s window."""
-        client = EachlabsClient.for_limits(
-            session, self.config.api_base, self.config.api_key, limiter, self.limits
-        )
-        return await self.run_with(client, SessionFetcher(session, self.events), limiter)
+        the videos too), with one account per key of ``config.api_keys``: every request of a
+        key's account takes its place in that key's window, ``limiters[i]`` for the i-th key."""
+        keys = self.config.api_keys
+        if len(limiters) != len(keys):
+            raise ValueError(f"{len(keys)} API keys need as many request windows")
+        accounts = [
+            Account(
+                fingerprint(key),
+                EachlabsClient.for_limits(session, self.config.api_base, key, limiter, self.limits),
+                limiter,
+                self.limits.concurrency,
+            )
+            for key, limiter in zip(keys, limiters, strict=True)
+        ]
+        return await self.run_on(Accounts(accounts), SessionFetcher(session, self.events))
 
     async def run_with(
         self, client: Api, fetcher: VideoFetcher, limiter: RateLimiter
     ) -> RunOutcome:
-        """Run against ``client``, downloading through ``fetcher`` (``runner.api.port``: tests
-        hand in fakes). ``limiter`` is the window ``client`` sends through: the engine reads
-        its spare share to pace polls and wakes its waiters when it stops."""
-        self.client = client
+        """Run on one account: against ``client``, downloading through ``fetcher``
+        (``runner.api.port``: tests hand in fakes). ``limiter`` is the window ``client`` sends
+        through: the engine reads its spare share to pace polls and wakes its waiters when it
+        stops."""
+        name = fingerprint(self.config.api_key)
+        account = Account(name, client, limiter, self.limits.concurrency)
+        return await self.run_on(Accounts([account]), fetcher)
+
+    async def run_on(self, accounts: Accounts, fetcher: VideoFetcher) -> RunOutcome:
+        """Run with ``accounts`` (``runner.engine.accounts``), downloading through
+        ``fetcher``."""
+        self.accounts = accounts
         self.fetcher = fetcher
-        self.limiter = limiter
-        self.slots = InFlight(self.limits.concurrency)
         for step in self.plan.steps:
             self.outcome.jobs[step.item.id] = Job(step.item, step.state)
         try:
@@ -90,18 +112,19 @@ class BatchRunner(Creating, Polling, Fetching):
                     if step.action is Action.DOWNLOAD:
                         tg.start_soon(self._download_only, job)
                     elif step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
-                        self.slots.force()
+                        self.accounts.force(self.account(job))
                         tg.start_soon(self._in_flight, job, step.action)
                 for step in self.plan.steps:
                     if step.action is not Action.SUBMIT:
                         continue
-                    await self.slots.acquire()
+                    account = await self.accounts.acquire()
                     job = self.outcome.jobs[step.item.id]
+                    job.account = account
                     # Reserved here, in manifest order, so a budget admits the first items.
                     if self._stop_submitting or not self._reserve(job):
                         if not self._stop_submitting:
                             self._budget_reached(job)
-                        self.slots.release()
+                        self.accounts.release(account)
                         break
                     tg.start_soon(self._in_flight, job, step.action)
         except* AccountError as group:
@@ -140,7 +163,7 @@ class BatchRunner(Creating, Polling, Fetching):
             self.stop_submitting()  # creates still waiting for the window give up at once
             raise
         finally:
-            self.slots.release()
+            self.accounts.release(self.account(job))
             self._ended.set()
             self._ended = anyio.Event()
         if prediction is not None and prediction.status is RemoteStatus.SUCCESS:

@@ -40,6 +40,7 @@ from runner.store import ledger
 from runner.store.disk import ensure_folder, write_if_changed
 from runner.store.ledger import KeyState
 from runner.store.plan import Plan
+from runner.store.resume import read_replay
 from runner.store.videos import video_path
 
 HTML_NAME = "report.html"
@@ -81,8 +82,8 @@ def report_directory(output_dir: Path) -> Published:
     path = output_dir / ledger.LEDGER_NAME
     if not path.exists():
         raise ConfigError(f"{output_dir} holds {SNAPSHOT_NAME} but no {ledger.LEDGER_NAME}")
-    records, warnings = ledger.read(path)
-    sums = publish(output_dir, snapshot, ledger.replay(records))
+    replay, warnings = read_replay(path)
+    sums = publish(output_dir, snapshot, replay.states)
     return Published(sums, tuple(warnings))
 
 

@@ -93,3 +93,11 @@ def read_resume(output_dir: Path, keys: Collection[str]) -> Resume:
         if key in keys and state.state is JobState.DOWNLOADED
     }
     return Resume(replay, warnings, file_ok)
+
+
+def read_replay(path: Path) -> tuple[Replay, list[str]]:
+    """The ledger at ``path`` (none: nothing) replayed as it streams, no record kept, and its
+    read warnings. Blocking. Raises LedgerError."""
+    warnings: list[str] = []
+    with ledger.streamed(path, warnings) as records:
+        return Replay().fold(records), warnings

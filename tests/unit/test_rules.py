@@ -87,15 +87,17 @@ def test_parse_rate_rejects(text: str) -> None:
 def test_api_key_from_file_or_env_and_never_in_messages(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("sk-secret-123\n")
-    assert config.resolve_api_key(key_file, {}) == "sk-secret-123"
-    assert config.resolve_api_key(None, {"EACHLABS_API_KEY": "sk-env"}) == "sk-env"
-    assert config.resolve_api_key(None, {}) is None
+    assert config.resolve_api_keys(key_file, {}) == ("sk-secret-123",)
+    assert config.resolve_api_keys(None, {"EACHLABS_API_KEY": "sk-env"}) == ("sk-env",)
+    assert config.resolve_api_keys(None, {}) == ()
     empty = tmp_path / "empty"
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty"):
-        config.resolve_api_key(empty, {})
-    cfg = config.RunConfig(Path("m.yaml"), Path("out"), "http://x", "sk-secret-123")
-    assert "sk-secret-123" not in repr(cfg)
+        config.resolve_api_keys(empty, {})
+    cfg = config.RunConfig(
+        Path("m.yaml"), Path("out"), "http://x", "sk-secret-123", more_api_keys=("sk-two",)
+    )
+    assert "sk-secret-123" not in repr(cfg) and "sk-two" not in repr(cfg)
 
 
 def test_api_base_flag_then_env_then_default() -> None:

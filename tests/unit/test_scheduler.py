@@ -21,10 +21,12 @@ import pytest
 
 from runner.api.ratelimit import RateLimiter
 from runner.config import Limits, RunConfig
+from runner.engine.accounts import Account, Accounts
 from runner.engine.base import RunOutcome
 from runner.engine.scheduler import BatchRunner
 from runner.errors import AccountError, ApiBrokenError, DownloadError, RunnerError
 from runner.jobs import JobState, item_key
+from runner.keys import fingerprint
 from runner.manifest import Item
 from runner.models import DEFAULT_MODEL, image_field
 from runner.store import ledger
@@ -138,17 +140,22 @@ async def run(
     budget: Decimal | None = None,
     meanwhile: Callable[[BatchRunner], Coroutine[Any, Any, None]] | None = None,
     disk_delay: float = 0.0,
+    more: Sequence[FakeApi] = (),
+    states: Mapping[str, ledger.KeyState] | None = None,
 ) -> Ran:
     """Run ``items`` as ``runner.batch`` does, against ``api``; ``meanwhile(runner)`` runs
-    beside it (to stop it, say); each ledger record takes ``disk_delay`` s to write."""
+    beside it (to stop it, say); each ledger record takes ``disk_delay`` s to write. ``more``
+    are further accounts (keys ``fake-key-2``, ...), sharing ``fetcher``'s CDN. ``states``:
+    what an earlier run's ledger says (the plan resumes from it)."""
     config = RunConfig(
         manifest_path=tmp_path / "batch.yaml",
         output_dir=tmp_path,
         api_base="https://api.fake.invalid",
         api_key="fake-key",
         limits=limits,
+        more_api_keys=tuple(f"fake-key-{n}" for n in range(2, len(more) + 2)),
     )
-    plan = make_plan(items, {}, file_ok={})
+    plan = make_plan(items, states or {}, file_ok={})
     path = tmp_path / ledger.LEDGER_NAME
     async with SlowDisk(path, disk_delay) if disk_delay else LedgerWriter(path) as writer:
         runner = BatchRunner(config, plan, writer, {}, spend=Budget(budget))
@@ -156,7 +163,17 @@ async def run(
         async with anyio.create_task_group() as tg:
             if meanwhile is not None:
                 tg.start_soon(meanwhile, runner)
-            outcome = await runner.run_with(api, fetcher or FakeFetcher(api), api.limiter)
+            fetcher = fetcher or FakeFetcher(api)
+            if more:
+                accounts = [
+                    Account(fingerprint(key), one, one.limiter, limits.concurrency)
+                    for key, one in zip(config.api_keys, (api, *more), strict=True)
+                ]
+                for one in more:
+                    one.urls = api.urls  # one CDN
+                outcome = await runner.run_on(Accounts(accounts), fetcher)
+            else:
+                outcome = await runner.run_with(api, fetcher, api.limiter)
             tg.cancel_scope.cancel()
         ended = anyio.current_time()
     records, warnings = await anyio.to_thread.run_sync(ledger.read, path)
@@ -200,6 +217,64 @@ async def test_the_makespan_is_near_the_bound_of_the_cap(tmp_path: Path) -> None
     assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * len(items)
     bound = math.ceil(len(items) / LIMITS.concurrency) * runtime
     assert bound <= ran.ended - ran.began <= 1.5 * bound
+
+
+def gets_by_account(apis: Sequence[FakeApi]) -> list[set[str]]:
+    """The prefixes of the prediction ids each account was asked about (get, cancel)."""
+    return [
+        {call.target.split("-")[0] for call in api.calls if call.method in ("get", "cancel")}
+        for api in apis
+    ]
+
+
+async def test_two_keys_share_the_batch_each_within_its_cap_and_window(tmp_path: Path) -> None:
+    """Each key is an account with its own cap and window: the batch spreads over both, each
+    account's predictions are polled only through it, and two accounts take half the waves."""
+    items = make_items(40)
+    runtime = 200.0
+    apis = [fake(script=lambda i, a: Script(runtime=runtime), prefix=p) for p in ("a", "b")]
+    ran = await run(tmp_path, items, apis[0], more=apis[1:])
+    assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * len(items)
+    assert [api.count("create") for api in apis] == [20, 20]
+    assert sorted(creates_per_item(apis[0]) | creates_per_item(apis[1])) == list(range(40))
+    for api in apis:
+        assert api.peak <= LIMITS.concurrency
+        times = [call.at for call in api.calls]
+        assert most_in_any_window(times, LIMITS.rate_window) <= LIMITS.rate_limit
+    assert gets_by_account(apis) == [{"a"}, {"b"}]
+    # The ledger names the creating key of every prediction by its fingerprint.
+    names = {fingerprint("fake-key"): "a", fingerprint("fake-key-2"): "b"}
+    submitting = ran.events("submitting")
+    submitted = {r["item"]: r["prediction_id"] for r in ran.events("submitted")}
+    assert {names[r["account"]] == submitted[r["item"]][0] for r in submitting} == {True}
+    # 40 items on 2 x 10 slots: two waves, as one account needs for 20.
+    bound = math.ceil(len(items) / (2 * LIMITS.concurrency)) * runtime
+    assert bound <= ran.ended - ran.began <= 1.5 * bound
+
+
+async def test_a_resumed_prediction_is_polled_with_the_key_that_created_it(
+    tmp_path: Path,
+) -> None:
+    """A run on two keys stops with predictions in flight; the next run polls each through
+    the account whose key created it (the ledger's fingerprint), never the other."""
+    items = make_items(12)
+    first = [fake(script=lambda i, a: Script(runtime=300.0), prefix=p) for p in ("a", "b")]
+
+    async def stop_soon(runner: BatchRunner) -> None:
+        await anyio.sleep(30.0)
+        runner.cancel()
+
+    ran = await run(tmp_path, items, first[0], more=first[1:], meanwhile=stop_soon)
+    assert all(ran.state(item) is JobState.SUBMITTED for item in items)
+    states = ledger.replay(ran.records)
+    # The same two accounts, as a new process sees them: their predictions, fresh windows.
+    again = [fake(prefix=p) for p in ("a", "b")]
+    for old, new in zip(first, again, strict=True):
+        new.runs, new.urls = old.runs, old.urls
+    ran = await run(tmp_path, items, again[0], more=again[1:], states=states)
+    assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * len(items)
+    assert [api.count("create") for api in again] == [0, 0]
+    assert gets_by_account(again) == [{"a"}, {"b"}]
 
 
 async def test_a_retryable_failure_is_submitted_again_up_to_max_attempts(
