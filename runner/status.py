@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -28,10 +28,10 @@ from runner.jobs import JobState, summary_status
 from runner.money import json_number
 from runner.report import SUMMARY_NAME
 from runner.store import ledger
-from runner.store.budget import recorded_spend
 from runner.store.ledger import KeyState, seconds_since
 from runner.store.outdir import LOCK_NAME, LockState, read_lock
 from runner.store.plan import picks_up
+from runner.store.resume import Replay
 
 #: The largest summary.json read (2,000 items take well under 1 MB).
 MAX_SUMMARY_BYTES = 64 * 1024 * 1024
@@ -127,19 +127,38 @@ class BatchStatus:
         return command if RETRY_FLAG in shlex.split(command) else f"{command} {RETRY_FLAG}"
 
 
+@dataclass
+class LedgerView:
+    """What ``status`` reads off a ledger in one streamed pass (no record is kept): each key's
+    state (``Replay``), the position of each key's latest record, and the last record's time."""
+
+    replay: Replay
+    latest: dict[str, int]
+    last_ts: str | None = None
+
+
+def fold_ledger(records: Iterable[Mapping[str, Any]]) -> LedgerView:
+    """One pass over ``records`` (a list, or the ledger as it streams)."""
+    view = LedgerView(Replay(), {})
+    for index, record in enumerate(records):
+        view.replay.add(record)
+        if record["event"] not in (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE):
+            view.latest[record["key"]] = index
+        if isinstance(ts := record.get("ts"), str):
+            view.last_ts = ts
+    return view
+
+
 def item_states(
-    records: Sequence[Mapping[str, Any]], listed: Sequence[Mapping[str, Any]] = ()
+    records: Iterable[Mapping[str, Any]] | LedgerView, listed: Sequence[Mapping[str, Any]] = ()
 ) -> dict[str, KeyState]:
     """One state per item id, sorted by id: the ledger's replay (an id under several keys:
     the key of its latest record), then the ids ``listed`` in a summary that the ledger never
     recorded: pending, or a duplicate's source's state."""
-    by_key = ledger.replay(records)
-    latest: dict[str, int] = {}
-    for index, record in enumerate(records):
-        if record["event"] not in (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE):
-            latest[record["key"]] = index
+    view = records if isinstance(records, LedgerView) else fold_ledger(records)
+    by_key = view.replay.states
     states: dict[str, KeyState] = {}
-    for key in sorted(by_key, key=latest.__getitem__):
+    for key in sorted(by_key, key=view.latest.__getitem__):
         states[by_key[key].item] = by_key[key]
     for row in listed:
         item_id = row.get("id")
@@ -152,24 +171,24 @@ def item_states(
 
 def describe(
     directory: Path,
-    records: Sequence[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     warnings: Sequence[str],
     summary: Mapping[str, Any] | None,
     lock: LockState,
 ) -> BatchStatus:
-    """The status of ``directory`` from its ledger's ``records`` (and their read
-    ``warnings``), its last summary (None: none) and its lock."""
+    """The status of ``directory`` from its ledger's ``records`` (read once, as they stream;
+    their read ``warnings`` may grow meanwhile), its last summary (None: none) and its lock."""
+    view = fold_ledger(records)
     listed = summary.get("items") if summary is not None else None
     rows = [row for row in listed if isinstance(row, dict)] if isinstance(listed, list) else []
     batch = summary.get("batch") if summary is not None else None
-    last = next((r.get("ts") for r in reversed(records) if isinstance(r.get("ts"), str)), None)
     return BatchStatus(
         directory=directory,
         batch=batch if isinstance(batch, str) else None,
-        states=item_states(records, rows),
-        spent=recorded_spend(records),
+        states=item_states(view, rows),
+        spent=view.replay.spent,
         lock=lock,
-        last_event=last,
+        last_event=view.last_ts,
         warnings=tuple(warnings),
     )
 
@@ -186,14 +205,15 @@ def read_status(directory: Path) -> BatchStatus:
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory")
     path = directory / ledger.LEDGER_NAME
-    records, warnings = ledger.read(path)
-    if not records and not path.exists() and _foreign(directory):
+    if not path.exists() and not path.is_symlink() and _foreign(directory):
         raise ConfigError(
             f"{directory} holds no {ledger.LEDGER_NAME}: it is not an output directory of "
             "i2v-runner"
         )
+    warnings: list[str] = []
     summary = _read_summary(directory / SUMMARY_NAME, warnings)
-    return describe(directory, records, warnings, summary, read_lock(directory))
+    with ledger.streamed(path, warnings) as records:
+        return describe(directory, records, warnings, summary, read_lock(directory))
 
 
 def _foreign(directory: Path) -> bool:
