@@ -110,5 +110,6 @@ def missing_accounts_message(missing: dict[str, list[str]], shown: int = 3) -> s
     return (
         f"{count} items have predictions in flight made with API keys this run was not given: "
         f"{'; '.join(parts)}. Give those keys too (one per line in --api-key-file, or "
-        "EACHLABS_API_KEYS): only the key that made a prediction can poll it. Nothing was sent"
+        "EACHLABS_API_KEYS): only the key that made a prediction can poll it. Nothing was "
+        "submitted"
     )
