@@ -37,7 +37,9 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "cancels, an executions list that lags, image URLs on private networks not fetched. "
         "--profile picks a set of switches (real: those defaults; kind: the old neat server; "
         "realistic: the defaults plus a few percent of transient faults); the flags after it "
-        "override it. Durations are the service's seconds, divided by --speed.",
+        "override it. Durations are the service's seconds, divided by --speed. Each API key "
+        "is its own account, as on the real service: its own in-flight cap, request rate and "
+        "predictions (another key's prediction answers as an unknown id).",
     )
     sim.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
@@ -56,18 +58,22 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="append",
         metavar="KEY",
         help="accept only this API key (repeat for several; a wrong key gets 401 {}); "
-        "without --key any non-empty key is accepted",
+        "without --key any non-empty key is accepted. Each key is its own account, with its "
+        "own --concurrency cap, --rate window and predictions",
     )
     sim.add_argument(
-        "--concurrency", type=positive(int), help="account in-flight cap (default: 10)"
+        "--concurrency", type=positive(int), help="each account's in-flight cap (default: 10)"
     )
-    sim.add_argument("--rate", default=None, help="enforce N/SECONDS API requests (sliding window)")
+    sim.add_argument(
+        "--rate", default=None, help="enforce N/SECONDS API requests per account (sliding window)"
+    )
     sim.add_argument(
         "--rate-burst",
         type=positive(int),
         metavar="N",
-        help="limit API requests with a token bucket of N instead (refilled at --rate, default "
-        "60/60), as gateways do: a burst over N is refused even when it is legal per window",
+        help="limit each account's API requests with a token bucket of N instead (refilled at "
+        "--rate, default 60/60), as gateways do: a burst over N is refused even when it is "
+        "legal per window",
     )
     sim.add_argument(
         "--speed",

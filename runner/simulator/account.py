@@ -1,11 +1,12 @@
-"""The one simulated account: its runs, in-flight cap, balance, best-effort cancels, and the
-draws of the hostile switches and transient faults.
+"""One simulated account (one API key): its runs, in-flight cap, request rate, balance,
+best-effort cancels, and the draws of the hostile switches that act on its predictions.
 
 No I/O: every method takes ``now`` (the event loop's monotonic time; the wall clock, injectable,
-only stamps the times ``GET /v1/executions`` shows) and every random draw comes from one
-``random.Random(seed)``, so the same seed and the same requests give the same run. The routes
-(``predictions``, ``lookups``) turn HTTP requests into calls on ``Account``; ``wire`` shapes what
-it holds into the contract's JSON.
+only stamps the times ``GET /v1/executions`` shows). Random draws come from the ``random.Random``
+it is given: the server's one ``Random(seed)``, shared by all its accounts (``accounts``), so the
+same seed and the same requests give the same run. The routes (``predictions``, ``lookups``)
+turn HTTP requests into calls on the caller's ``Account``; ``wire`` shapes what it holds into the
+contract's JSON. It counts into the server's ``SimStats`` and into its own ``AccountStats``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from runner.simulator.config import SimConfig
 from runner.simulator.executions import ExecutionsQuery, select_executions
 from runner.simulator.lifecycle import Run, draw_failure, draw_run_time, next_quantum, quantize
 from runner.simulator.limits import rate_limiter
-from runner.simulator.stats import Completion, CreateRecord, SimStats
+from runner.simulator.stats import AccountStats, Completion, CreateRecord, SimStats
+
+#: The name of an account built on its own (unit tests): shaped as a key's fingerprint.
+LONE_ACCOUNT = "k-00000000"
 
 
 @dataclass(frozen=True)
@@ -34,19 +38,33 @@ class CancelPlan:
 
 
 class Account:
-    """The one simulated account: its predictions, request rate, in-flight cap, balance and
-    counters."""
+    """One simulated account: its predictions, request rate, in-flight cap, balance and
+    counters. ``name`` is its key's fingerprint (``runner.keys.fingerprint``), never the key;
+    ``own`` its counters, also ``stats.accounts[name]``. Without ``rng`` it draws from a
+    ``Random(config.seed)`` of its own (an account alone, as unit tests build one)."""
 
     def __init__(
-        self, config: SimConfig, stats: SimStats, wall: Callable[[], float] = time.time
+        self,
+        config: SimConfig,
+        stats: SimStats,
+        wall: Callable[[], float] = time.time,
+        *,
+        rng: random.Random | None = None,
+        name: str = LONE_ACCOUNT,
     ) -> None:
         self.config = config
         self.stats = stats
         self.wall = wall
-        self.rng = random.Random(config.seed)
+        self.rng = rng if rng is not None else random.Random(config.seed)
+        self.name = name
+        self.own = stats.accounts[name] = AccountStats()
         self.predictions: dict[str, Run] = {}  # by prediction id
-        self.spent_usd = 0.0
         self.limiter = rate_limiter(config)  # rate_limit's window, rate_burst's bucket, or None
+
+    @property
+    def spent_usd(self) -> float:
+        """What its successes have cost (``price_usd`` each)."""
+        return self.own.spent_usd
 
     def rate_refusal(self, now: float) -> dict[str, Any] | None:
         """The 429 body for an API request at ``now`` over the request rate (the ``rate_limit``
@@ -56,25 +74,30 @@ class Account:
         if limiter is None or limiter.admit(now):
             return None
         self.stats.refused_rate += 1
+        self.own.refused_rate += 1
         details = (
             f"Rate limit exceeded: at most {limiter.limit} requests per {limiter.window:g} seconds"
         )
         return {"status": 429, "error": "too many requests", "details": details}
 
     def create_refusal(self) -> tuple[int, dict[str, Any]] | None:
-        """``(status, body)`` if a create must be refused now (cap, then balance), else None."""
+        """``(status, body)`` if a create must be refused now (this account's cap, then its
+        balance), else None."""
         c = self.config
-        if self.stats.in_flight >= c.concurrency:
+        own = self.own
+        if own.in_flight >= c.concurrency:
             self.stats.refused_cap += 1
+            own.refused_cap += 1
             details = (
                 f"Account rate limited: account is limited to {c.concurrency} concurrent "
-                f"executions ({self.stats.in_flight} in flight)"
+                f"executions ({own.in_flight} in flight)"
             )
             return 429, {"status": 429, "error": "too many requests", "details": details}
         if c.balance_usd is not None:
-            available = c.balance_usd - self.spent_usd - self.stats.in_flight * c.price_usd
+            available = c.balance_usd - own.spent_usd - own.in_flight * c.price_usd
             if available + 1e-9 < c.price_usd:
                 self.stats.refused_balance += 1
+                own.refused_balance += 1
                 details = (
                     f"Insufficient balance: ${max(0.0, available):.2f} available "
                     f"(in-flight predictions reserve their estimate), ${c.price_usd:.2f} required"
@@ -99,11 +122,15 @@ class Account:
             due=now + quantize(max(run_time, c.queue_delay), c.status_quantum),
             failure=draw_failure(self.rng, c),
             starting_delay=c.starting_delay,
+            account=self.name,
         )
         self.predictions[run.id] = run
-        self.stats.creates.append(CreateRecord(now, run.id, model, input, image_sha256))
-        self.stats.in_flight += 1
-        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        record = CreateRecord(now, run.id, model, input, image_sha256, account=self.name)
+        self.stats.creates.append(record)
+        self.own.predictions.append(run.id)
+        for counts in (self.stats, self.own):
+            counts.in_flight += 1
+            counts.max_in_flight = max(counts.max_in_flight, counts.in_flight)
         return run
 
     def bad_answer(self) -> str | None:
@@ -126,21 +153,6 @@ class Account:
         if hidden:
             self.stats.hidden_polls += 1
         return hidden
-
-    def fault(self, endpoint: str) -> str | None:
-        """The transient fault (one of ``fault_kinds``) this request to ``endpoint`` gets: every
-        one of the first ``fault_first`` to the ``fault_endpoints``, then drawn at
-        ``fault_rate``; None to answer it. Counted per endpoint. Draws only when a switch is
-        on, so other runs keep their sequence of draws."""
-        c = self.config
-        if endpoint not in c.fault_endpoints:
-            return None
-        if sum(self.stats.faults.values()) < c.fault_first:
-            pass  # still in the outage
-        elif c.fault_rate <= 0 or self.rng.random() >= c.fault_rate:
-            return None
-        self.stats.faults[endpoint] = self.stats.faults.get(endpoint, 0) + 1
-        return self.rng.choice(sorted(c.fault_kinds))
 
     def cancel(self, run: Run, now: float) -> CancelPlan:
         """A cancel of ``run`` asked at ``now``: best effort, as the real service's.
@@ -182,7 +194,8 @@ class Account:
         return True
 
     def listed(self, now: float) -> list[Run]:
-        """The predictions ``GET /v1/executions`` knows of: those ``executions_lag`` old."""
+        """This account's predictions ``GET /v1/executions`` knows of: those
+        ``executions_lag`` old."""
         lag = self.config.executions_lag
         return [p for p in self.predictions.values() if now - p.created >= lag]
 
@@ -199,8 +212,9 @@ class Account:
             return
         run.ended, run.ended_at, run.ended_wall = status, now, round(self.wall(), 3)
         if status == "success":
-            self.spent_usd += self.config.price_usd
+            self.own.spent_usd += self.config.price_usd
         self.stats.in_flight -= 1
+        self.own.in_flight -= 1
         took = run.run_time if status == "success" else run.elapsed(now)
         self.stats.completions[run.id] = Completion(run.created, now, took, status)
 
@@ -212,7 +226,7 @@ class Account:
         return c.poll_error_rate >= 1 or self.rng.random() < c.poll_error_rate
 
     def executions(self, query: ExecutionsQuery, now: float) -> tuple[list[Run], int]:
-        """``(page, total)`` of ``GET /v1/executions``: the predictions listed by now
+        """``(page, total)`` of ``GET /v1/executions``: this account's predictions listed by now
         (``executions_lag``) matching ``query``; without ``from``, only those created within
         ``executions_window`` of the wall clock."""
         window = self.config.executions_window

@@ -1,23 +1,26 @@
 """The simulator's HTTP server: the Eachlabs API on loopback, beside a second origin for files.
 
-``Simulator`` wires the parts together and owns their lifetimes: the account (``account``), the
-API's front door (``gate``), its routes (``predictions``, ``lookups``), the tasks behind the
-predictions (``worker``), and the file host (``files.FileHost``: uploads, storage and the CDN
-on a listener of its own, another origin, as they are for the real service). Both listen on
-loopback only: the API accepts any key by default, and fetches public image URLs it is given.
+``Simulator`` wires the parts together and owns their lifetimes: the accounts, one per API key
+(``accounts``), the transient faults (``faults``), the API's front door (``gate``), its routes
+(``predictions``, ``lookups``), the tasks behind the predictions (``worker``), and the file host
+(``files.FileHost``: uploads, storage and the CDN on a listener of its own, another origin, as
+they are for the real service). Both listen on loopback only: the API accepts any key by
+default (each its own account), and fetches public image URLs it is given.
 ``serve_forever`` is ``i2v-runner simulate``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from types import TracebackType
 
 from aiohttp import web
 
-from runner.simulator.account import Account
+from runner.simulator.accounts import Accounts
 from runner.simulator.answers import json_answer, json_route_errors
 from runner.simulator.config import SimConfig
+from runner.simulator.faults import Faults
 from runner.simulator.files import LOOPBACK_HOSTS, MAX_UPLOAD_BYTES, FileHost
 from runner.simulator.gate import Gate
 from runner.simulator.listener import Listener, request_id
@@ -36,8 +39,10 @@ class Simulator:
     """The built-in Eachlabs API on loopback: ``async with Simulator(config) as sim: ...``.
 
     ``base_url`` (set on entry) is where the client points; ``cdn_base_url`` is the other origin
-    that takes uploads and serves storage and output videos; ``stats`` counts what clients did.
-    ``set_reachable`` takes the API off the network and back.
+    that takes uploads and serves storage and output videos; ``stats`` counts what clients did,
+    over the server and per account; ``accounts`` holds the account of each API key used.
+    ``set_reachable`` takes the API off the network and back. Every random draw, of every
+    account, comes from one ``random.Random(config.seed)``.
     """
 
     def __init__(
@@ -51,14 +56,16 @@ class Simulator:
         self.base_url = ""
         self.cdn_base_url = ""
         self.stats = SimStats()
-        account = Account(config, self.stats)
-        gate = Gate(config, self.stats, account)
-        self._files = FileHost(config, self.stats, account)
-        self._worker = Worker(config, self.stats, account)
+        rng = random.Random(config.seed)
+        self.accounts = Accounts(config, self.stats, rng)
+        faults = Faults(config, self.stats, rng)
+        gate = Gate(config, self.stats, self.accounts, faults)
+        self._files = FileHost(config, self.stats, self.accounts, faults)
+        self._worker = Worker(config, self.stats)
         self._predictions = PredictionRoutes(
-            config, self.stats, account, self._files, gate, self._worker
+            config, self.stats, self.accounts, self._files, gate, self._worker, faults
         )
-        self._lookups = LookupRoutes(config, account, self._files, gate)
+        self._lookups = LookupRoutes(config, self._files, gate)
         self._api = Listener(self._api_app, host, port)
         self._cdn = Listener(self._files.app, FILE_HOST, cancel_on_disconnect=True)
 

@@ -67,10 +67,12 @@ _TIME_FIELDS = (
 
 @dataclass(frozen=True)
 class SimConfig:
-    """How the simulated account and server behave. Durations are seconds; rates are shares 0..1."""
+    """How the simulated server and its accounts behave. Durations are seconds; rates are shares
+    0..1. Each API key is its own account (``accounts``): the cap, rate and balance below are
+    each account's."""
 
-    concurrency: int = 10  # account in-flight cap; a create beyond it answers 429
-    rate_limit: int | None = None  # at most this many API requests in any rate_window; else 429
+    concurrency: int = 10  # each account's in-flight cap; a create beyond it answers 429
+    rate_limit: int | None = None  # per account: at most this many API requests in any rate_window
     rate_window: float = 60.0
     # rate_burst set: a token bucket limits API requests instead of the window, as many gateways
     # do (limits.TokenBucket): it holds rate_burst, full at first, and refills at rate_limit (or
@@ -96,8 +98,8 @@ class SimConfig:
     cdn_range: bool = True  # the CDN honours Range (206); False: always a full 200
     url_ttl: float | None = None  # output URLs expire after this long (403); polls re-sign
     retry_after: float | None = None  # if set, 429 answers carry Retry-After: <seconds>
-    api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
-    balance_usd: float | None = None  # None: unlimited; else creates beyond it answer 402
+    api_keys: frozenset[str] | None = None  # None: any non-empty key; each key is its own account
+    balance_usd: float | None = None  # each account's; None: unlimited; else beyond it 402
     price_usd: float = HAILUO_I2V_PRICE_USD
     video_seconds: float = 3.0  # rendered MP4 length at 24 fps
     max_side: int = 512  # rendered frame: the image fitted within this many pixels

@@ -5,7 +5,8 @@ so ``FileHost`` is served by a listener of its own (``Simulator.cdn_base_url``) 
 request it receives in ``SimStats.cdn_requests``: a client that sends its API key to a file host
 shows up there. Nothing here is an API request; only the presign is, and the API answers it by
 calling ``FileHost.presign``. Transient faults (``SimConfig.fault_rate``) hit the PUT
-(``upload``), storage reads (``storage``) and, if named, CDN downloads (``cdn``).
+(``upload``), storage reads (``storage``) and, if named, CDN downloads (``cdn``). It is one host
+for all the accounts: uploads are shared, and the CDN serves any account's videos.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from runner.simulator.account import Account
+from runner.simulator.accounts import Accounts
 from runner.simulator.config import SimConfig
-from runner.simulator.faults import fault_answer
+from runner.simulator.faults import Faults, fault_answer
 from runner.simulator.lifecycle import Run
 from runner.simulator.listener import REQUEST_ID, Handler, request_id
 from runner.simulator.stats import SeenRequest, SimStats
@@ -115,10 +116,13 @@ class FileHost:
     ``base_url`` is set by the simulator once the listener is bound.
     """
 
-    def __init__(self, config: SimConfig, stats: SimStats, account: Account) -> None:
+    def __init__(
+        self, config: SimConfig, stats: SimStats, accounts: Accounts, faults: Faults
+    ) -> None:
         self.config = config
         self.stats = stats
-        self.account = account
+        self.accounts = accounts
+        self.faults = faults
         self.base_url = ""
         self._uploads: dict[str, Upload] = {}  # by id and by public name
         self._secret = secrets.token_bytes(16)
@@ -193,7 +197,7 @@ class FileHost:
 
     async def _fault(self, request: web.Request, endpoint: str) -> web.Response | None:
         """The answer to send if this request to ``endpoint`` faults (``fault_rate``), else None."""
-        kind = self.account.fault(endpoint)
+        kind = self.faults.draw(endpoint)
         if kind is None:
             return None
         error = web.Response(status=500, text="InternalError: We encountered an internal error.")
@@ -256,7 +260,7 @@ class FileHost:
         if fault is not None:
             return fault
         name = request.match_info["name"]
-        run = self.account.predictions.get(name.removesuffix(".mp4"))
+        run = self.accounts.find(name.removesuffix(".mp4"))
         if not name.endswith(".mp4") or run is None or run.video is None or run.ended != "success":
             return web.Response(status=404, text="Not Found")
         if c.url_ttl is not None:
@@ -286,8 +290,7 @@ class FileHost:
         headers["X-Request-Id"] = request[REQUEST_ID]
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = length
-        rate = c.truncate_downloads_rate
-        truncate = rate > 0 and self.account.rng.random() < rate
+        truncate = self.faults.truncates()
         await response.prepare(request)
         if c.cdn_stall:  # promise everything, send the start, then nothing until cancelled
             # Never the last byte: a stalled transfer never completes, however short the answer

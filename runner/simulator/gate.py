@@ -1,9 +1,13 @@
-"""The API's front door: every API request passes ``Gate.check`` before its route does anything.
+"""The API's front door: every API request passes the ``Gate`` before its route does anything.
 
-It counts the request (``SimStats.api_requests``), then answers instead of the route if the
-request draws a transient fault (``fault_rate``), is over the request rate (``rate_limit``'s
-window or ``rate_burst``'s bucket: ``Account.rate_refusal``), or lacks a valid key. Downloads,
-uploads and storage are the file host's, not API requests, and never pass here.
+In this order: it counts the request (``SimStats.api_requests``); answers instead of the route
+if the request draws a transient fault (``Faults``); resolves its key to the caller's account
+(``Accounts``), answering 401 for a missing or unknown key (counted against no account's rate);
+then answers 429 if the request is over that account's rate (``rate_limit``'s window or
+``rate_burst``'s bucket: ``Account.rate_refusal``). ``check`` hands the route the caller's
+account. The model routes need no key (``check_open``): with one they count against its
+account's rate, without one against none. Downloads, uploads and storage are the file host's,
+not API requests, and never pass here.
 """
 
 from __future__ import annotations
@@ -14,48 +18,58 @@ from aiohttp import web
 
 from runner.simulator import answers
 from runner.simulator.account import Account
+from runner.simulator.accounts import Accounts, request_key
 from runner.simulator.config import SimConfig
-from runner.simulator.faults import fault_answer
+from runner.simulator.faults import Faults, fault_answer
 from runner.simulator.stats import SimStats
 
 
 class Gate:
-    """Accounting, faults, request rate and the API key, for one simulator's API."""
+    """Accounting, faults, the API key and each account's request rate, for one simulator."""
 
-    def __init__(self, config: SimConfig, stats: SimStats, account: Account) -> None:
+    def __init__(
+        self, config: SimConfig, stats: SimStats, accounts: Accounts, faults: Faults
+    ) -> None:
         self.config = config
         self.stats = stats
-        self.account = account
+        self.accounts = accounts
+        self.faults = faults
 
-    async def check(
-        self, request: web.Request, endpoint: str, *, auth: bool = True
-    ) -> web.Response | None:
-        """Count an API request; the answer to send instead if it faults (``fault_rate``), is
-        over the rate, or lacks a valid key (``auth``); None to let the route answer.
+    async def check(self, request: web.Request, endpoint: str) -> Account | web.Response:
+        """The caller's account, or the answer to send instead: a fault (``fault_rate``), 401
+        for a missing or unknown key, 429 over the account's rate.
 
-        A faulted request, or one refused for rate, does not count against the rate limit, so
-        waiting it out works.
+        A faulted request, or one refused for rate or key, does not count against the rate
+        limit, so waiting it out works.
         """
+        passed = await self._pass(request, endpoint)
+        if passed is None:
+            self.stats.unauthorized += 1
+            return answers.error(self.config, 401, "Invalid or missing API key")
+        return passed
+
+    async def check_open(self, request: web.Request, endpoint: str) -> web.Response | None:
+        """As ``check`` for a route that needs no key: the answer to send instead, or None to
+        let the route answer. A request without a (known) key counts against no account."""
+        passed = await self._pass(request, endpoint)
+        return passed if isinstance(passed, web.Response) else None
+
+    async def _pass(self, request: web.Request, endpoint: str) -> Account | web.Response | None:
+        """Count, fault, key, rate: the account, an answer to send instead, or None when the
+        request carries no key the simulator accepts."""
         now = asyncio.get_running_loop().time()
         self.stats.api_requests.append((now, endpoint))
-        fault = self.account.fault(endpoint)
+        fault = self.faults.draw(endpoint)
         if fault is not None:
             server_error = answers.json_answer(answers.SERVER_ERROR, 500)
             return await fault_answer(
                 request, fault, self.config.fault_hang, server_error=server_error
             )
-        refused = self.account.rate_refusal(now)
+        account = self.accounts.resolve(request_key(request.headers))
+        if account is None:
+            return None
+        account.own.api_requests.append((now, endpoint))
+        refused = account.rate_refusal(now)
         if refused is not None:
             return answers.too_many(self.config, refused)
-        if auth and not self.key_accepted(request):
-            return answers.error(self.config, 401, "Invalid or missing API key")
-        return None
-
-    def key_accepted(self, request: web.Request) -> bool:
-        """Whether the request carries a key (``X-API-Key``, or ``Authorization: Bearer``) the
-        account accepts: any non-empty one, or one of ``api_keys``."""
-        key = request.headers.get("X-API-Key", "").strip()
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if not key and scheme.lower() == "bearer":
-            key = token.strip()
-        return bool(key) and (self.config.api_keys is None or key in self.config.api_keys)
+        return account

@@ -114,6 +114,7 @@ class Run:
     ended_at: float | None = None
     ended_wall: float | None = None
     video: bytes | None = None
+    account: str = ""  # the fingerprint of the key whose account created it
 
     def status(self, now: float) -> str:
         """The canonical status at ``now``: created, starting, processing, success, error or

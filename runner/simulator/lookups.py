@@ -2,7 +2,9 @@
 ``/v1/models``, no key needed), the executions list (``GET /v1/executions``), and the upload
 presign (``POST /v1/upload/presign``; the PUT, storage and CDN are the file host's).
 
-Each route passes the ``Gate`` first, so every one of them counts against the request rate.
+Each route passes the ``Gate`` first, so every one of them counts against the request rate of
+the caller's account (the model routes: if they carry a key). The executions list shows only the
+caller's own predictions.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from aiohttp import web
 
 from runner.models import MODELS
 from runner.simulator import answers, executions, wire
-from runner.simulator.account import Account
 from runner.simulator.answers import NOT_FOUND, json_answer
 from runner.simulator.config import SimConfig
 from runner.simulator.files import UPLOAD_TYPES, FileHost
@@ -23,9 +24,8 @@ from runner.simulator.gate import Gate
 class LookupRoutes:
     """Model, models, executions and presign for one simulator."""
 
-    def __init__(self, config: SimConfig, account: Account, files: FileHost, gate: Gate) -> None:
+    def __init__(self, config: SimConfig, files: FileHost, gate: Gate) -> None:
         self.config = config
-        self.account = account
         self.files = files
         self.gate = gate
 
@@ -37,7 +37,7 @@ class LookupRoutes:
 
     async def model(self, request: web.Request) -> web.Response:
         """The schema of the model ``slug`` names (400 without one, 404 if unknown)."""
-        refusal = await self.gate.check(request, "model", auth=False)
+        refusal = await self.gate.check_open(request, "model")
         if refusal is not None:
             return refusal
         slug = request.query.get("slug", "")
@@ -50,7 +50,7 @@ class LookupRoutes:
 
     async def models(self, request: web.Request) -> web.Response:
         """A page of the models whose slug or title holds ``name``, as a bare JSON array."""
-        refusal = await self.gate.check(request, "models", auth=False)
+        refusal = await self.gate.check_open(request, "models")
         if refusal is not None:
             return refusal
         try:
@@ -69,11 +69,11 @@ class LookupRoutes:
         return json_answer(found[offset : offset + limit])
 
     async def executions(self, request: web.Request) -> web.Response:
-        """A page of the account's executions (``executions.parse_executions_query``); 404 on
+        """A page of the caller's executions (``executions.parse_executions_query``); 404 on
         an older server (``executions_enabled`` off)."""
-        refusal = await self.gate.check(request, "executions")
-        if refusal is not None:
-            return refusal
+        account = await self.gate.check(request, "executions")
+        if isinstance(account, web.Response):
+            return account
         if not self.config.executions_enabled:
             return json_answer(NOT_FOUND, 404)
         try:
@@ -81,7 +81,7 @@ class LookupRoutes:
         except executions.QueryError as exc:
             return answers.error(self.config, 400, str(exc))
         now = asyncio.get_running_loop().time()
-        page, total = self.account.executions(query, now)
+        page, total = account.executions(query, now)
         rows = [
             wire.execution_row(run, now, self.files.video_url(run), self.config) for run in page
         ]
@@ -97,9 +97,9 @@ class LookupRoutes:
 
     async def presign(self, request: web.Request) -> web.Response:
         """A presigned upload slot on the file host for an image of ``content_type``."""
-        refusal = await self.gate.check(request, "presign")
-        if refusal is not None:
-            return refusal
+        account = await self.gate.check(request, "presign")
+        if isinstance(account, web.Response):
+            return account
         try:
             body = await request.json()
         except ValueError:

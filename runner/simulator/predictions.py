@@ -1,10 +1,11 @@
 """The API's prediction routes: create (``POST /v1/prediction``), get (the poll envelope) and
 the best-effort cancel.
 
-Each route passes the ``Gate``, turns the request into calls on ``Account``, and answers with
-the contract's shapes (``wire``); a create hands its run to the ``Worker``. The hostile switches
-that bend these answers (redirects, bad create answers, hidden polls, failing polls, a wrong id)
-act here.
+Each route passes the ``Gate``, turns the request into calls on the caller's ``Account``, and
+answers with the contract's shapes (``wire``); a create hands its run to the ``Worker``. A get or
+cancel sees only the caller's own predictions (``Accounts.lookup``): another account's id answers
+as one that does not exist. The hostile switches that bend these answers (redirects, bad create
+answers, hidden polls, failing polls, a wrong id) act here.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from aiohttp import web
 
 from runner.models import MODELS
 from runner.simulator import answers, inputs, wire
-from runner.simulator.account import Account
+from runner.simulator.accounts import Accounts
 from runner.simulator.answers import NOT_FOUND, SERVER_ERROR, json_answer
 from runner.simulator.config import SimConfig
+from runner.simulator.faults import Faults
 from runner.simulator.files import FileHost
 from runner.simulator.gate import Gate
 from runner.simulator.stats import SimStats
@@ -34,17 +36,19 @@ class PredictionRoutes:
         self,
         config: SimConfig,
         stats: SimStats,
-        account: Account,
+        accounts: Accounts,
         files: FileHost,
         gate: Gate,
         worker: Worker,
+        faults: Faults,
     ) -> None:
         self.config = config
         self.stats = stats
-        self.account = account
+        self.accounts = accounts
         self.files = files
         self.gate = gate
         self.worker = worker
+        self.faults = faults
         self.base_url = ""
 
     def add_to(self, router: web.UrlDispatcher) -> None:
@@ -70,9 +74,9 @@ class PredictionRoutes:
         c = self.config
         if c.redirect_creates_to is not None:
             return self._redirect(request, 307, c.redirect_creates_to)
-        refusal = await self.gate.check(request, "create")
-        if refusal is not None:
-            return refusal
+        account = await self.gate.check(request, "create")
+        if isinstance(account, web.Response):
+            return account
         try:
             body = await request.json()
         except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
@@ -91,13 +95,13 @@ class PredictionRoutes:
             return answers.error(c, 400, problem)
         if not isinstance(given, dict):  # the schema says type object; a schema may not
             return answers.error(c, 400, "input must be an object")
-        refused = self.account.create_refusal()
+        refused = account.create_refusal()
         if refused is not None:
             status, answer = refused
             return answers.too_many(c, answer) if status == 429 else json_answer(answer, status)
         if c.create_queue_delay > 0:  # a gateway queue in front of the service
             await asyncio.sleep(c.create_queue_delay)
-        bad = self.account.bad_answer()
+        bad = account.bad_answer()
         if bad is not None and not c.create_bad_answer_creates:
             return answers.bad_answer(bad)  # the server broke before it created anything
         loop = asyncio.get_running_loop()
@@ -106,10 +110,9 @@ class PredictionRoutes:
         own = self.files.own_image(url, loop.time())
         image = own.data if own is not None else None
         digest = hashlib.sha256(image).hexdigest() if image is not None else None
-        run = self.account.create(model, json.loads(json.dumps(given)), loop.time(), digest)
-        self.worker.carry(run, url, own)
-        rate = c.create_fault_rate
-        fault = rate > 0 and self.account.rng.random() < rate
+        run = account.create(model, json.loads(json.dumps(given)), loop.time(), digest)
+        self.worker.carry(account, run, url, own)
+        fault = self.faults.create_fails()
         if c.create_delay > 0:
             await asyncio.sleep(c.create_delay)
         if fault:
@@ -130,16 +133,16 @@ class PredictionRoutes:
         c = self.config
         if c.redirect_polls_to is not None:
             return self._redirect(request, 302, c.redirect_polls_to)
-        refusal = await self.gate.check(request, "get")
-        if refusal is not None:
-            return refusal
-        run = self.account.predictions.get(request.match_info["id"])
+        account = await self.gate.check(request, "get")
+        if isinstance(account, web.Response):
+            return account
+        run = self.accounts.lookup(account, request.match_info["id"])
         if run is None:
             return answers.unknown_prediction(c)
         now = asyncio.get_running_loop().time()
-        if self.account.poll_hidden(run, now):
+        if account.poll_hidden(run, now):
             return json_answer(NOT_FOUND, 404)
-        if self.account.poll_fails():
+        if account.poll_fails():
             status = c.poll_error_status
             return json_answer(SERVER_ERROR if status and status >= 500 else {}, status or 500)
         video_url = self.files.video_url(run)
@@ -148,14 +151,15 @@ class PredictionRoutes:
     async def cancel(self, request: web.Request) -> web.Response:
         """Best effort, as the real service: the answer says nothing of the outcome (poll it).
 
-        An unknown id answers 500 (``helpful``: 404 ``Prediction not found``). A cancel that
+        An unknown id, or another account's, answers 500 (``helpful``: 404 ``Prediction not
+        found``). A cancel that
         takes effect ends the prediction at its next status quantum, unless its own end comes
         first (``Account.cancel``, ``cancel_due``)."""
         c = self.config
-        refusal = await self.gate.check(request, "cancel")
-        if refusal is not None:
-            return refusal
-        run = self.account.predictions.get(request.match_info["id"])
+        account = await self.gate.check(request, "cancel")
+        if isinstance(account, web.Response):
+            return account
+        run = self.accounts.lookup(account, request.match_info["id"])
         if run is None:
             if c.error_bodies == "helpful":
                 return json_answer({"error": "Prediction not found"}, 404)
@@ -163,12 +167,12 @@ class PredictionRoutes:
         loop = asyncio.get_running_loop()
         ended = run.ended is not None
         scheduled = run.cancel_at
-        plan = self.account.cancel(run, loop.time())
+        plan = account.cancel(run, loop.time())
         if plan.takes_effect_at is not None and plan.takes_effect_at != scheduled:
             if plan.takes_effect_at <= loop.time():
-                self.account.cancel_due(run, loop.time())
+                account.cancel_due(run, loop.time())
             else:
-                self.worker.cancel_later(run, plan.takes_effect_at)
+                self.worker.cancel_later(account, run, plan.takes_effect_at)
         message = "Prediction cancelled successfully"
         if c.error_bodies == "helpful":
             message = (

@@ -1,8 +1,10 @@
 """What clients did to the simulator: the counters tests and the benchmark read.
 
 ``SimStats`` holds them (the API's requests with their times, creates, refusals, completions,
-the hostile switches' and the transient faults' counts); ``CreateRecord``, ``Completion`` and
-``SeenRequest`` are its entries. Plain data, no I/O.
+the hostile switches' and the transient faults' counts), summed over the accounts, and each
+account's own in ``SimStats.accounts`` (``AccountStats``, by the fingerprint of its key, never
+the key); ``CreateRecord``, ``Completion`` and ``SeenRequest`` are its entries. Plain data, no
+I/O.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class CreateRecord:
     model: str
     input: dict[str, Any]
     image_sha256: str | None  # set when the image URL is one of the simulator's own uploads
+    account: str = ""  # the fingerprint of the key (runner.keys.fingerprint) that created it
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,47 @@ class SeenRequest:
 
 
 @dataclass
+class AccountStats:
+    """What one account (one API key) was asked and did; times are the event loop's.
+
+    ``api_requests`` are the API requests that reached the account: past the transient faults
+    and the key check, so a faulted or 401 request is in ``SimStats.api_requests`` only; those
+    refused for rate are here too. ``foreign_lookups`` counts gets and cancels naming another
+    account's prediction: they were answered as for an id that does not exist.
+    """
+
+    api_requests: list[tuple[float, str]] = field(default_factory=list)
+    predictions: list[str] = field(default_factory=list)  # ids of the predictions it created
+    in_flight: int = 0
+    max_in_flight: int = 0
+    refused_cap: int = 0
+    refused_rate: int = 0
+    refused_balance: int = 0
+    foreign_lookups: int = 0
+    spent_usd: float = 0.0  # price_usd per success: what its balance has paid
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as JSON-ready values (one entry of ``SimStats.summary()["accounts"]``)."""
+        return {
+            "api_requests": len(self.api_requests),
+            "creates": len(self.predictions),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "refused_cap": self.refused_cap,
+            "refused_rate": self.refused_rate,
+            "refused_balance": self.refused_balance,
+            "foreign_lookups": self.foreign_lookups,
+            "spent_usd": round(self.spent_usd, 6),
+        }
+
+
+@dataclass
 class SimStats:
-    """Counters read by tests and the benchmark; times are the event loop's ``loop.time()``."""
+    """Counters read by tests and the benchmark; times are the event loop's ``loop.time()``.
+
+    The server-wide counters are summed over the accounts (``max_in_flight`` is the most in
+    flight on the whole server at once); ``accounts`` holds each account's own, by fingerprint.
+    """
 
     api_requests: list[tuple[float, str]] = field(default_factory=list)
     creates: list[CreateRecord] = field(default_factory=list)
@@ -84,6 +126,9 @@ class SimStats:
     cancels: int = 0  # cancels of an in-flight prediction
     cancels_ignored: int = 0  # of which the service drew to ignore (cancel_ignored_rate)
     private_urls_refused: int = 0  # image URLs not fetched: a private host (refuse_private_urls)
+    # -- the accounts --------------------------------------------------------------------------
+    unauthorized: int = 0  # API requests answered 401: no key, or one api_keys does not list
+    accounts: dict[str, AccountStats] = field(default_factory=dict)  # by key fingerprint
 
     def summary(self) -> dict[str, Any]:
         """The counters as JSON-ready values (``GET /_sim/stats``)."""
@@ -113,4 +158,6 @@ class SimStats:
             "cancels": self.cancels,
             "cancels_ignored": self.cancels_ignored,
             "private_urls_refused": self.private_urls_refused,
+            "unauthorized": self.unauthorized,
+            "accounts": {name: own.summary() for name, own in sorted(self.accounts.items())},
         }

@@ -51,12 +51,11 @@ def image_problem(data: bytes) -> str | None:
 
 
 class Worker:
-    """Runs the predictions of one simulator's account in tasks of one task group."""
+    """Runs the predictions of one simulator's accounts in tasks of one task group."""
 
-    def __init__(self, config: SimConfig, stats: SimStats, account: Account) -> None:
+    def __init__(self, config: SimConfig, stats: SimStats) -> None:
         self.config = config
         self.stats = stats
-        self.account = account
         self._renders: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -102,24 +101,25 @@ class Worker:
 
     # -- the tasks -------------------------------------------------------------------------------
 
-    def carry(self, run: Run, url: str, own: OwnImage | None) -> None:
-        """Start the task that carries ``run`` to its end (``_carry``): ``url`` is its image,
-        ``own`` what the file host holds for it (None: not one of its uploads)."""
-        self._task_group.create_task(self._carry(run, url, own))
+    def carry(self, account: Account, run: Run, url: str, own: OwnImage | None) -> None:
+        """Start the task that carries ``account``'s ``run`` to its end (``_carry``): ``url`` is
+        its image, ``own`` what the file host holds for it (None: not one of its uploads)."""
+        self._task_group.create_task(self._carry(account, run, url, own))
 
-    def cancel_later(self, run: Run, at: float) -> None:
-        """Start the task that ends ``run`` as cancelled at loop time ``at`` (``_cancel_at``)."""
-        self._task_group.create_task(self._cancel_at(run, at))
+    def cancel_later(self, account: Account, run: Run, at: float) -> None:
+        """Start the task that ends ``account``'s ``run`` as cancelled at loop time ``at``
+        (``_cancel_at``)."""
+        self._task_group.create_task(self._cancel_at(account, run, at))
 
-    async def _cancel_at(self, run: Run, at: float) -> None:
+    async def _cancel_at(self, account: Account, run: Run, at: float) -> None:
         """End ``run`` as cancelled at loop time ``at``, unless its own end came first or an
         earlier cancel took its place."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(at - loop.time())
         if run.cancel_at == at:  # ends on its quantum, however late this task woke
-            self.account.cancel_due(run, at)
+            account.cancel_due(run, at)
 
-    async def _carry(self, run: Run, url: str, own: OwnImage | None) -> None:
+    async def _carry(self, account: Account, run: Run, url: str, own: OwnImage | None) -> None:
         """Fetch the image (unless it is one of the file host's), render the video, and end the
         run when its outcome is due."""
         loop = asyncio.get_running_loop()
@@ -136,9 +136,9 @@ class Worker:
                 failure = image_failure(problem)
         if failure is not None:  # an input problem shows soon, not after the run time
             run.failure = failure
-            run.due = self.account.visible_time(run, loop.time())
+            run.due = account.visible_time(run, loop.time())
             await asyncio.sleep(run.due - loop.time())
-            self.account.finish(run, "error", loop.time())
+            account.finish(run, "error", loop.time())
             return
         assert image is not None
         if run.failure is None:
@@ -146,9 +146,9 @@ class Worker:
                 run.video = await self._render(image, str(run.input.get("prompt", "")))
             except RenderError as exc:
                 run.failure = image_failure(str(exc))
-            run.due = max(run.due, self.account.visible_time(run, loop.time()))
+            run.due = max(run.due, account.visible_time(run, loop.time()))
         await asyncio.sleep(run.due - loop.time())
-        self.account.finish(run, "success" if run.failure is None else "error", loop.time())
+        account.finish(run, "success" if run.failure is None else "error", loop.time())
 
     async def _fetch(self, url: str, own: OwnImage | None) -> bytes:
         """The bytes at an image URL; FetchError if they cannot be had within fetch_timeout,

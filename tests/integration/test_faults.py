@@ -14,7 +14,7 @@ import pytest
 from runner.batch import run_batch
 
 from .conftest import NO_PROFILE_FAULTS
-from .helpers import FAST, ledger_events, mp4_frames, run_config, write_manifest
+from .helpers import API_KEY, FAST, ledger_events, mp4_frames, run_config, write_manifest
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -118,7 +118,8 @@ async def test_a_list_read_before_the_settle_time_is_read_again_however_long_the
     )
     stranger = {"prompt": "somebody else's kite", "first_frame_image": "https://x.test/k.png"}
     body = {"model": "minimax-i2v-01", "version": "0.0.1", "input": stranger}
-    async with session.post(f"{sim.base_url}/v1/prediction", json=body):
+    same_account = {"X-API-Key": API_KEY}  # another client of the run's account (its key)
+    async with session.post(f"{sim.base_url}/v1/prediction", json=body, headers=same_account):
         pass  # made, whatever it answers
     await anyio.sleep(0.4)  # listed by now
     manifest_path = write_manifest(tmp_path, count=1)

@@ -26,6 +26,7 @@ from runner.simulator.executions import (
     parse_executions_query,
     select_executions,
 )
+from runner.simulator.faults import Faults
 from runner.simulator.files import FTYP, Upload, generated_bytes, parse_range
 from runner.simulator.inputs import private_host, validate_input
 from runner.simulator.lifecycle import (
@@ -665,36 +666,42 @@ def test_a_cancel_loses_to_an_end_due_no_later(due: float, cancel_at: float, end
 # -- transient faults -----------------------------------------------------------------------------
 
 
+def faults(config: SimConfig) -> Faults:
+    """The fault draws of a simulator with ``config``, from its own seeded random source."""
+    return Faults(config, SimStats(), random.Random(config.seed))
+
+
 def test_faults_hit_their_endpoints_at_their_rate_and_are_counted() -> None:
     config = SimConfig(fault_rate=0.5, fault_endpoints=frozenset({"get", "upload"}))
-    account = Account(config, SimStats())
-    drawn = [account.fault("get") for _ in range(300)]
+    draws = faults(config)
+    drawn = [draws.draw("get") for _ in range(300)]
     assert 100 < sum(d is not None for d in drawn) < 200
     assert {d for d in drawn if d is not None} == DEFAULT_FAULT_KINDS
-    assert account.fault("executions") is None and account.fault("create") is None
-    assert account.stats.faults == {"get": sum(d is not None for d in drawn)}
-    assert account.stats.summary()["faults"] == account.stats.faults
+    assert draws.draw("executions") is None and draws.draw("create") is None
+    assert draws.stats.faults == {"get": sum(d is not None for d in drawn)}
+    assert draws.stats.summary()["faults"] == draws.stats.faults
 
 
 def test_no_fault_draw_when_faults_are_off() -> None:
-    account = Account(SimConfig(), SimStats())
-    state = account.rng.getstate()
-    assert all(account.fault(e) is None for e in FAULT_ENDPOINTS)
-    assert account.rng.getstate() == state and account.stats.faults == {}
+    draws = faults(SimConfig())
+    state = draws.rng.getstate()
+    assert all(draws.draw(e) is None for e in FAULT_ENDPOINTS)
+    assert not draws.create_fails() and not draws.truncates()
+    assert draws.rng.getstate() == state and draws.stats.faults == {}
 
 
 def test_only_the_named_fault_kinds_are_drawn() -> None:
-    account = Account(SimConfig(fault_rate=1.0, fault_kinds=frozenset({"timeout"})), SimStats())
-    assert {account.fault("model") for _ in range(20)} == {"timeout"}
+    draws = faults(SimConfig(fault_rate=1.0, fault_kinds=frozenset({"timeout"})))
+    assert {draws.draw("model") for _ in range(20)} == {"timeout"}
 
 
 def test_an_outage_faults_the_first_requests_to_its_endpoints_then_none() -> None:
     config = SimConfig(fault_first=4, fault_endpoints=frozenset({"executions"}))
-    account = Account(config, SimStats())
-    assert account.fault("get") is None  # not one of its endpoints: not part of the outage
-    drawn = [account.fault("executions") for _ in range(10)]
+    draws = faults(config)
+    assert draws.draw("get") is None  # not one of its endpoints: not part of the outage
+    drawn = [draws.draw("executions") for _ in range(10)]
     assert all(d is not None for d in drawn[:4]) and drawn[4:] == [None] * 6
-    assert account.stats.faults == {"executions": 4}
+    assert draws.stats.faults == {"executions": 4}
     with pytest.raises(ValueError, match="fault_first"):
         SimConfig(fault_first=-1)
 
