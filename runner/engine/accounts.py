@@ -2,7 +2,9 @@
 own in-flight cap and request window, so each gets its own client, ``RateLimiter`` and count
 of predictions in flight here.
 
-New items go to the account with the most free slots (the first listed on a tie). A
+New items go to the account with the most free slots (the first listed on a tie); an account
+whose creates the API refuses (401, 402: a revoked key, a spent balance) takes no new item, and
+the item it refused goes to another. A
 prediction belongs to the account that created it: the ledger records the key's fingerprint
 (``runner.keys``) with each create, and polls, cancels and lookups of that prediction go
 through that account, this run and every later one. Records from before fingerprints were
@@ -12,7 +14,7 @@ kept belong to the first key, the only one a run could have then.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -30,6 +32,11 @@ class Account:
     limiter: RateLimiter
     limit: int  # predictions new creates may keep in flight (resumed ones come on top)
     used: int = 0
+    #: Why the API refused this account's creates (401, 402): no new item goes to it.
+    refused: str | None = None
+    #: Set when this account sends no more creates (refused, or the run stops submitting):
+    #: creates still waiting for its window give up, unsent.
+    closed: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def free(self) -> int:
@@ -58,14 +65,27 @@ class Accounts:
     def in_flight(self) -> int:
         return sum(account.used for account in self.all)
 
-    async def acquire(self) -> Account:
-        """A slot for a new create on the account with the most free, waiting for one."""
+    async def acquire(self) -> Account | None:
+        """A slot for a new create on the open account with the most free, waiting for one;
+        None once every account has refused creates."""
         while True:
-            best = max(self.all, key=lambda account: account.free)  # the first on a tie
+            open_ = [account for account in self.all if account.refused is None]
+            if not open_:
+                return None
+            best = max(open_, key=lambda account: account.free)  # the first on a tie
             if best.free > 0:
                 best.used += 1
                 return best
             await self._changed.wait()
+
+    def refuse(self, account: Account, why: str) -> bool:
+        """The API refused ``account``'s creates: no new item goes to it (its predictions in
+        flight are still followed). Whether another account still takes new items."""
+        account.refused = account.refused or why
+        account.closed.set()
+        account.limiter.notify()
+        self._wake()
+        return any(other.refused is None for other in self.all)
 
     def force(self, account: Account) -> None:
         """Count a prediction already running on ``account``'s server (a resumed one)."""
@@ -74,12 +94,16 @@ class Accounts:
     def release(self, account: Account) -> None:
         """A prediction of ``account`` ended here: its slot is free for a new create."""
         account.used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def notify(self) -> None:
-        """Wake every request waiting in any account's window (the run is stopping)."""
+    def close(self) -> None:
+        """The run sends no more creates: end every account's creates waiting for a window."""
         for account in self.all:
+            account.closed.set()
             account.limiter.notify()
 
 

@@ -124,7 +124,6 @@ class RunContext:
         self.spend.watch(self._spend_changed)
         self.outcome = RunOutcome()
         self._stop_submitting = False
-        self._stopping = anyio.Event()  # set with _stop_submitting: ends creates' window waits
         self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
         self._nonsense = 0  # create answers in a row that made no sense
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -160,11 +159,10 @@ class RunContext:
     def stop_submitting(self) -> None:
         """No new create is sent after this (a signal, an account error, ...): creates waiting
         for the request window give up at once; creates already on the wire are recorded."""
-        self._stop_submitting = True
-        if not self._stopping.is_set():
-            self._stopping.set()
+        if not self._stop_submitting:
+            self._stop_submitting = True
             if hasattr(self, "accounts"):
-                self.accounts.notify()
+                self.accounts.close()  # ends creates' waits for the window
 
     def _reserve(self, job: Job) -> bool:
         """Hold this item's price against the budget unless it holds it already."""
@@ -186,12 +184,40 @@ class RunContext:
                 self.spend.reserved,
             )
 
-    def _refused(self, exc: RunnerError) -> None:
-        """The account cannot submit (401/402): stop creating; predictions in flight go on."""
+    def _refused(self, exc: RunnerError, job: Job) -> bool:
+        """The API refused the account of ``job``'s create (401/402): no new item goes to that
+        key. True if another key takes new items; when none is left, stop creating (predictions
+        in flight go on)."""
+        account = self.account(job)
+        first = account.refused is None
+        if self.accounts.refuse(account, str(exc)):
+            if first:
+                self.say(
+                    logging.ERROR,
+                    "the API refused the key %s: %s; new items go to the other keys",
+                    account.name,
+                    exc,
+                )
+            return True
         if self.outcome.account_error is None:
             self.outcome.account_error = str(exc)
             self.say(logging.ERROR, "the API refused the account: %s; submitting stopped", exc)
         self.stop_submitting()
+        return False
+
+    async def _move_to_open_account(self, job: Job) -> bool:
+        """Move ``job``'s slot from its refused account to an open one, waiting for a free
+        slot there; False (the slot stays where it was) if no account takes new items."""
+        refused = self.account(job)
+        if refused.refused is None or self._stop_submitting:
+            return False
+        self.accounts.release(refused)
+        account = await self.accounts.acquire()
+        if account is None:
+            self.accounts.force(refused)  # its task still releases one slot when it ends
+            return False
+        job.account = account
+        return True
 
     async def _record_success(self, job: Job, prediction: Prediction) -> None:
         await self._record(

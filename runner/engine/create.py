@@ -140,7 +140,8 @@ class Creating(Reconciling):
                 step = decisions.decide(Phase.UPLOAD, outcome)
                 if step is Step.STOP_RUN:
                     if outcome is Outcome.ACCOUNT:
-                        self._refused(exc)
+                        if self._refused(exc, job) and await self._move_to_open_account(job):
+                            continue
                         return False
                     raise
                 if step is Step.FAIL:
@@ -160,6 +161,9 @@ class Creating(Reconciling):
             attempt = await self._create(job, job.item.request_input(image_url))
             if attempt.step not in (Step.GO_ON, Step.RECONCILE):
                 self.spend.release(job.item.key)  # it created nothing
+            refused = attempt.outcome in (Outcome.ACCOUNT, Outcome.STOPPED)
+            if refused and await self._move_to_open_account(job):
+                continue  # its key was refused: another key takes it
             match attempt.step:
                 case Step.GO_ON:
                     self._nonsense = 0
@@ -246,7 +250,7 @@ class Creating(Reconciling):
 
         try:
             prediction_id = await self.api(job).create(
-                job.item.model, request, before_send=write_ahead, abandon=self._stopping
+                job.item.model, request, before_send=write_ahead, abandon=self.account(job).closed
             )
         except RunnerError as exc:
             outcome = decisions.classify(exc)
@@ -265,7 +269,8 @@ class Creating(Reconciling):
         out while the record is being written."""
         status = getattr(exc, "status", None)
         if outcome is Outcome.ACCOUNT:
-            self._refused(exc)
+            self._refused(exc, job)
+            job.attempts_this_run -= 1  # it made nothing
             await self._record(job, JobState.PENDING, reason=f"refused: HTTP {status}")
         elif outcome is Outcome.CAPACITY:
             job.attempts_this_run -= 1

@@ -118,6 +118,8 @@ class BatchRunner(Creating, Polling, Fetching):
                     if step.action is not Action.SUBMIT:
                         continue
                     account = await self.accounts.acquire()
+                    if account is None:  # every key refused creates
+                        break
                     job = self.outcome.jobs[step.item.id]
                     job.account = account
                     # Reserved here, in manifest order, so a budget admits the first items.

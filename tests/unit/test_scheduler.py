@@ -394,6 +394,36 @@ async def test_an_account_refusal_stops_creates_and_the_running_ones_finish(
         assert ran.state(item) is expected, item.id
 
 
+async def test_a_key_whose_account_is_refused_takes_no_new_item_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    """Two keys; the second's balance runs out after three creates (402). Its item is
+    created on the first key instead, no new item goes to the refused key, and the batch
+    ends complete, not stopped."""
+    items = make_items(30)
+
+    def out_of_money(call: Call) -> AccountError | None:
+        if call.method == "create" and call.nth > 3:
+            return AccountError(402, "the account's balance is too low")
+        return None
+
+    script = functools.partial(lambda input, attempt: Script(runtime=120.0 + shot(input)))
+    one = fake(script=script, prefix="a")
+    # The second key's window lets five creates go at once, the rest a minute later.
+    two = FakeApi(RateLimiter(5, 60.0), script=script, prefix="b", fault=out_of_money)
+    ran = await run(tmp_path, items, one, more=[two])
+    assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * len(items)
+    assert ran.outcome.account_error is None
+    assert len(two.runs) == 3 and len(one.runs) == len(items) - 3
+    assert sorted(creates_per_item(one) | creates_per_item(two)) == list(range(len(items)))
+    # No create goes to the refused key once its refusal came back (the five its window let
+    # go before it are on the wire; those still waiting for its window give up).
+    creates = [call for call in two.calls if call.method == "create"]
+    refused = [call for call in creates if call.nth > 3]
+    assert all(call.granted <= refused[0].at for call in creates)
+    assert len(ran.events("submitting")) == len(items) + len(refused)
+
+
 async def test_a_prediction_that_never_ends_is_cancelled_after_the_item_timeout(
     tmp_path: Path,
 ) -> None:
