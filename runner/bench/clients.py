@@ -142,9 +142,8 @@ async def this_runner_watched(
     return await _run_ours(base, items, seen, work, view=True)
 
 
-async def _run_ours(
-    base: str, items: list[dict[str, Any]], seen: dict[str, float], work: Path, *, view: bool
-) -> int:
+def bench_manifest(items: list[dict[str, Any]], work: Path) -> Path:
+    """The manifest of ``items`` (``requests_for``'s) in ``work``."""
     manifest = work / "bench.yaml"
     lines = ["batch: bench", "model: minimax-i2v-01", "items:"]
     for item in items:
@@ -154,6 +153,13 @@ async def _run_ours(
             f"    prompt: {item['prompt']}",
         ]
     manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+async def _run_ours(
+    base: str, items: list[dict[str, Any]], seen: dict[str, float], work: Path, *, view: bool
+) -> int:
+    manifest = bench_manifest(items, work)
     config = RunConfig(
         manifest_path=manifest, output_dir=work / "out", api_base=base, api_key=KEY, limits=LIMITS
     )
