@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from runner import gcpause
 from runner.checks.schema import CACHE_NAME
 from runner.config import read_regular_file
 from runner.errors import ConfigError
@@ -140,12 +141,16 @@ class LedgerView:
 def fold_ledger(records: Iterable[Mapping[str, Any]]) -> LedgerView:
     """One pass over ``records`` (a list, or the ledger as it streams)."""
     view = LedgerView(Replay(), {})
-    for index, record in enumerate(records):
-        view.replay.add(record)
-        if record["event"] not in (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE):
-            view.latest[record["key"]] = index
-        if isinstance(ts := record.get("ts"), str):
-            view.last_ts = ts
+
+    def watched() -> Iterator[Mapping[str, Any]]:
+        for index, record in enumerate(records):
+            if record["event"] not in (ledger.EVENT_UPLOADED, ledger.EVENT_UPLOAD_GONE):
+                view.latest[record["key"]] = index
+            if isinstance(ts := record.get("ts"), str):
+                view.last_ts = ts
+            yield record
+
+    view.replay.fold(watched())
     return view
 
 
@@ -212,7 +217,7 @@ def read_status(directory: Path) -> BatchStatus:
         )
     warnings: list[str] = []
     summary = _read_summary(directory / SUMMARY_NAME, warnings)
-    with ledger.streamed(path, warnings) as records:
+    with gcpause.paused(), ledger.streamed(path, warnings) as records:
         return describe(directory, records, warnings, summary, read_lock(directory))
 
 

@@ -15,7 +15,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ TARGET_SECONDS = 4.0
 IMAGES = 20
 
 
-def records(count: int) -> Iterator[dict[str, Any]]:
-    """``count`` ledger records of a batch that went well (a few failures retried)."""
+def records(count: int, names: Sequence[tuple[str, str]] = ()) -> Iterator[dict[str, Any]]:
+    """``count`` ledger records of a batch that went well (a few failures retried). The first
+    items are ``names`` (id, key), the items of a manifest; the rest are named here."""
     start = datetime(2025, 1, 1, tzinfo=UTC)
     made = 0
     number = 0
@@ -37,6 +38,8 @@ def records(count: int) -> Iterator[dict[str, Any]]:
         ts = (start + timedelta(seconds=number)).isoformat(timespec="milliseconds")
         ts = ts.replace("+00:00", "Z")
         item, key = f"item-{number:07d}", f"{number:016x}"
+        if number < len(names):
+            item, key = names[number]
         sha = f"{number % IMAGES:064x}"
         pid = f"pred-{number:07d}"
         base = {"ts": ts, "item": item, "key": key}
@@ -68,11 +71,11 @@ def records(count: int) -> Iterator[dict[str, Any]]:
         number += 1
 
 
-def write(path: Path, count: int) -> int:
-    """Write a ``count``-event ledger at ``path``; returns the number of items."""
+def write(path: Path, count: int, names: Sequence[tuple[str, str]] = ()) -> int:
+    """Write a ``count``-event ledger at ``path`` (``records``); returns the number of items."""
     items = set()
     with path.open("wb") as handle:
-        for record in records(count):
+        for record in records(count, names):
             items.add(record["key"])
             handle.write(ledger.encode(record))
     return len(items)

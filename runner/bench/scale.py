@@ -10,6 +10,10 @@ a child process per size so that each peak RSS is its own, and prints seconds an
        1,000      0.41     52 MB
        ...
 
+``python -m runner.bench.scale dryrun N [--events E]`` measures ``run --dry-run --offline``
+on the same manifest with an E-record ledger in its output directory (default 915,000, as
+in the issue): every item of the manifest has its records there, then earlier batches' items.
+
 The model's schema is cached in the output directory first, so every item's input is
 validated against it. Every tenth item carries a prompt that draws a warning (a word repeated
 back to back), so the problems grow with the items as they do in a real catalog.
@@ -28,12 +32,15 @@ from pathlib import Path
 from runner import models
 from runner.bench import IMAGES
 from runner.checks.schema import CACHE_NAME, ModelSchema, write_cache
+from runner.store import ledger
 
 #: As in the issue's measurements: 20 distinct small images shared by every item.
 DISTINCT_IMAGES = 20
 MODEL = "minimax-i2v-01"
 #: One item in this many gets a prompt with a repeated word (a warning).
 WARN_EVERY = 10
+#: The ledger of ``dryrun``: as in the issue's measurement of a 100,000-item batch.
+DRYRUN_EVENTS = 915_000
 
 
 def write_catalog(directory: Path, items: int) -> Path:
@@ -102,19 +109,63 @@ def measure_validate(items: int) -> tuple[float, float, int]:
     return seconds, usage.ru_maxrss / 1024, done.returncode
 
 
+def write_ledger(manifest: Path, output: Path, events: int) -> None:
+    """Write ``output``'s ledger of ``events`` records (``ledgerscale.records``): its first
+    items are the manifest's, by id and key (read from the manifest), the rest earlier
+    batches' items sharing the output directory."""
+    from runner.bench import ledgerscale
+    from runner.manifest import read_manifest
+
+    names = [(item.id, item.key) for item in read_manifest(manifest).items]
+    output.mkdir(parents=True, exist_ok=True)
+    ledgerscale.write(output / ledger.LEDGER_NAME, events, names)
+
+
+def measure(what: str, items: int, events: int) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB, exit code) of ``validate --offline`` on an ``items``-item
+    catalog (``what`` "validate"), or of ``run --dry-run --offline`` on it with an
+    ``events``-record ledger (``what`` "dryrun"), run as a child process (the catalog and
+    the ledger are written before the clock starts)."""
+    if what == "validate":
+        return measure_validate(items)
+    with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
+        manifest = write_catalog(Path(tmp), items)
+        output = Path(tmp) / "out"
+        write_schema_cache(output)
+        write_ledger(manifest, output, events)
+        command = [sys.executable, "-m", "runner", "run", str(manifest), "--dry-run"]
+        command += ["--offline", "--output", str(output)]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, check=False)
+        seconds = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, usage.ru_maxrss / 1024, done.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.bench.scale", description=__doc__)
-    parser.add_argument("what", choices=["validate"], help="what to measure")
+    parser.add_argument(
+        "what",
+        choices=["validate", "dryrun"],
+        help="what to measure: validate --offline, or run --dry-run --offline over a ledger",
+    )
     parser.add_argument("sizes", nargs="+", type=int, help="numbers of items, one run each")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=DRYRUN_EVENTS,
+        help=f"dryrun: the ledger's records (default {DRYRUN_EVENTS:,}, as in the issue)",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        seconds, peak, code = measure_validate(args.sizes[0])
+        seconds, peak, code = measure(args.what, args.sizes[0], args.events)
         print(f"{args.sizes[0]} {seconds:.3f} {peak:.1f} {code}")
         return 0
     print(f"{'items':>9}{'seconds':>10}{'peak RSS':>11}  exit")
     for size in args.sizes:
-        child = [sys.executable, "-m", "runner.bench.scale", "validate", str(size), "--one"]
+        child = [sys.executable, "-m", "runner.bench.scale", args.what, str(size), "--one"]
+        child += ["--events", str(args.events)]
         out = subprocess.run(child, capture_output=True, text=True, check=True).stdout.split()
         items, seconds, peak, code = int(out[0]), float(out[1]), float(out[2]), int(out[3])
         print(f"{items:>9,}{seconds:>10.2f}{peak:>8.0f} MB  {code}", flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from runner import cost
+from runner import cost, gcpause
 from runner.api.client import EachlabsClient
 from runner.checks import items
 from runner.checks.items import ModelCheck
@@ -100,36 +100,39 @@ async def preflight(
     ``checks.check_urls``. ``output_dir`` defaults to ``output/<batch>``. Raises nothing for a
     problem of the batch: it is in the report.
     """
-    if reading is None:
-        reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
-    output = output_dir or Path("output") / reading.batch
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"the output directory {output} is not a directory (--output)")
-    report = Report(manifest_path, reading.batch, output, reading.problems)
-    if not reading.items:
-        return _finish(report, reading, checks)
-    found: list[Diagnostic] = []
-    found += await items.check_local_images(reading.items, checks)
-    if checks.check_urls and session is not None:
-        found += await items.check_url_images(session, reading.items, checks)
-    found += items.private_urls(reading.items)
-    found += items.lint_prompts(reading.items)
-    model_checks, schema_problems, decided = await items.check_schemas(
-        reading, client, output, checks
-    )
-    found += schema_problems
-    kept = [p for p in reading.problems if not settled(p, decided)]
-    report = Report(
-        manifest_path,
-        reading.batch,
-        output,
-        (*kept, *found),
-        models=model_checks,
-        budget_usd=budget_usd,
-        budget_partial=budget_partial,
-    )
-    planned = await _plan(report, reading, retry_failed, resume, only, limit)
-    return _finish(planned, reading, checks)
+    # every item's checks, plan and states stay alive while they are made: the collector's
+    # passes over them would find nothing (``runner.gcpause``)
+    with gcpause.paused():
+        if reading is None:
+            reading = await anyio.to_thread.run_sync(read_manifest, manifest_path)
+        output = output_dir or Path("output") / reading.batch
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"the output directory {output} is not a directory (--output)")
+        report = Report(manifest_path, reading.batch, output, reading.problems)
+        if not reading.items:
+            return _finish(report, reading, checks)
+        found: list[Diagnostic] = []
+        found += await items.check_local_images(reading.items, checks)
+        if checks.check_urls and session is not None:
+            found += await items.check_url_images(session, reading.items, checks)
+        found += items.private_urls(reading.items)
+        found += items.lint_prompts(reading.items)
+        model_checks, schema_problems, decided = await items.check_schemas(
+            reading, client, output, checks
+        )
+        found += schema_problems
+        kept = [p for p in reading.problems if not settled(p, decided)]
+        report = Report(
+            manifest_path,
+            reading.batch,
+            output,
+            (*kept, *found),
+            models=model_checks,
+            budget_usd=budget_usd,
+            budget_partial=budget_partial,
+        )
+        planned = await _plan(report, reading, retry_failed, resume, only, limit)
+        return _finish(planned, reading, checks)
 
 
 # --- the manifest's guesses ----------------------------------------------------------------

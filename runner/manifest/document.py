@@ -12,18 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent, Event, NodeEvent
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.events import (
+    AliasEvent,
+    Event,
+    MappingEndEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from runner.config import read_regular_file
 from runner.diagnostics import Place, error
 from runner.errors import ManifestError
+from runner.manifest import nodes
+from runner.manifest.nodes import pack
 
 #: The largest manifest file read. A catalog of 100,000 items with long prompts and inputs is a
 #: few tens of MB; this leaves a wide margin for it while refusing a file that would only
@@ -151,14 +160,18 @@ class _Bounded(Composer):
     """
 
     peek_event: Callable[[], Event]  # the parser's, PyYAML's or libyaml's
+    get_event: Callable[[], Any]
+    check_event: Callable[..., bool]
     dispose: Callable[[], None]
+    resolve: Callable[..., str]  # the resolver's
+    yaml_path_resolvers: dict[Any, Any]
 
     def _start_counting(self) -> None:
         self.values = 0  # the values composed so far, every alias expanded
         self._depth = 0
         self._sizes: dict[int, int] = {}  # id of an anchored node → its expanded size
 
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
         if isinstance(event, AliasEvent):
             target = self.anchors.get(event.anchor)
@@ -178,6 +191,8 @@ class _Bounded(Composer):
             )
         before = self.values
         self._count(1, event.start_mark)
+        if type(event) is ScalarEvent and event.anchor is None and not self.yaml_path_resolvers:
+            return self.compose_scalar_node(None)  # most values: PyYAML's steps, less the calls
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -185,6 +200,52 @@ class _Bounded(Composer):
             self._depth -= 1
         if isinstance(event, NodeEvent) and event.anchor is not None and node is not None:
             self._sizes[id(node)] = self.values - before
+        return node
+
+    # PyYAML's own three, making nodes that keep their marks as numbers (``nodes``)
+
+    def compose_scalar_node(self, anchor: Any) -> ScalarNode:
+        event = self.get_event()
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(ScalarNode, event.value, event.implicit)
+        first, last = event.start_mark, event.end_mark  # packed as ``nodes.pack`` does
+        start = first.line * nodes.COLUMNS + first.column
+        end = last.line * nodes.COLUMNS + last.column
+        node = nodes.Scalar(tag, event.value, start, end, event.style, None)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        return node
+
+    def compose_sequence_node(self, anchor: Any) -> SequenceNode:
+        start_event = self.get_event()
+        tag = start_event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(SequenceNode, None, start_event.implicit)
+        values: list[Node | None] = []
+        start = pack(start_event.start_mark)
+        node = nodes.Sequence(tag, values, start, start_event.flow_style, None)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        while not self.check_event(SequenceEndEvent):
+            values.append(self.compose_node(node, len(values)))
+        node._end = pack(self.get_event().end_mark)
+        return node
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        start_event = self.get_event()
+        tag = start_event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(MappingNode, None, start_event.implicit)
+        pairs: list[tuple[Node | None, Node | None]] = []
+        start = pack(start_event.start_mark)
+        node = nodes.Mapping(tag, pairs, start, start_event.flow_style, None)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        while not self.check_event(MappingEndEvent):
+            key = self.compose_node(node, None)
+            pairs.append((key, self.compose_node(node, key)))
+        node._end = pack(self.get_event().end_mark)
         return node
 
     def _count(self, size: int, mark: _Marked | None) -> None:

@@ -27,6 +27,7 @@ from runner.manifest.catalog import Rows, read_items_from
 from runner.manifest.ids import safe_name, slugify
 from runner.manifest.imagesource import read_image
 from runner.manifest.jsonvalues import read_input, read_meta
+from runner.manifest.nodes import spot
 from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items", "items_from", "columns")
@@ -210,9 +211,9 @@ class Fields:
     """One item's checked fields, before ids and keys. After an error, placeholders stand in."""
 
     index: int
-    node: Node
+    node: Node  # a node with only the item's place (``nodes.spot``)
     explicit_id: str | None
-    id_node: Node | None
+    id_node: Node | None  # where the id is written (``nodes.spot``), if it is
     model: str
     prompt: str
     image: str
@@ -272,9 +273,9 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     model_input.update({**top.input, **extra})
     return Fields(
         index,
-        node,
+        spot(node),  # the item's place; its subtree is dropped once read
         explicit_id,
-        id_node,
+        None if id_node is None else spot(id_node),
         model,
         prompt,
         image,

@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from runner import cost, models
+from runner import cost, gcpause, models
 from runner.diagnostics import Diagnostic, Place, Severity, item_label, of_severity
 from runner.errors import ManifestError
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
@@ -199,7 +200,16 @@ def read_manifest(path: Path) -> ManifestReading:
     YAML syntax, unknown keys, wrong types, unsafe or duplicate ids, missing images, bad URLs
     are errors; two items with the same key and an unknown model are warnings). Problems name
     the file as ``path`` was given.
+
+    The cyclic garbage collector is held off meanwhile (``runner.gcpause``): the reading
+    builds millions of objects, none of them garbage, that its passes would walk again and
+    again.
     """
+    with gcpause.paused():
+        return _read(path)
+
+
+def _read(path: Path) -> ManifestReading:
     reader = Reader(str(path))
     fallback = slugify(path.stem) or "batch"
     try:
@@ -209,11 +219,18 @@ def read_manifest(path: Path) -> ManifestReading:
     top = read_top(reader, document.root, path)
     if _defaults_overflow(reader, top, document.values):
         return ManifestReading(path, top.batch, (), frozenset(), tuple(reader.diagnostics()))
+    # Each item's nodes are dropped once it is read (its Fields keep places, not nodes), so
+    # that the document and the items it makes are not both held whole.
+    pending = deque(item_nodes(reader, top))
+    del document
+    top = replace(top, items=[], rows=None)
     fields: list[Fields] = []
     flawed: set[int] = set()
-    for index, node in item_nodes(reader, top):
+    while pending:
+        index, node = pending.popleft()
         before = reader.error_count
         fields.append(read_item(reader, node, index, top))
+        reader.forget_values()
         if reader.error_count > before:
             flawed.add(index)
     ids = _assign_ids(reader, fields)

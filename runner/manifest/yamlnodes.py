@@ -22,8 +22,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from runner.diagnostics import Code, Diagnostic, Place, Severity
 from runner.manifest.document import yaml_reason
+from runner.manifest.nodes import FileMark as FileMark  # where catalogs have always found it
+from runner.manifest.nodes import position
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,6 @@ class Scope:
 
     def nested(self, name: str) -> Scope:
         return Scope(self.item, self.item_id, f"{self.prefix}{name}.")
-
-
-class FileMark(yaml.Mark):
-    """A place in another file than the reader's: a row of a catalog the manifest takes its
-    items from (``runner.manifest.catalog``), whose problems name the catalog, not the manifest.
-    ``name`` is that file as the user wrote it."""
 
 
 class Reader:
@@ -78,9 +75,8 @@ class Reader:
 
     def place(self, node: Node, field: str | None = None) -> Place:
         """Where ``node`` is written (line and column from 1), as the field ``field``."""
-        mark = node.start_mark
-        file = mark.name if isinstance(mark, FileMark) else self.file
-        return Place(file, mark.line + 1, mark.column + 1, field=field)
+        file, line, column = position(node)
+        return Place(file or self.file, line + 1, column + 1, field=field)
 
     def error(
         self,
@@ -93,9 +89,8 @@ class Reader:
         subject: str | None = None,
     ) -> None:
         """Report ``message`` at ``node``, in ``context`` (its item and field)."""
-        mark = node.start_mark
-        file = mark.name if isinstance(mark, FileMark) else self.file
-        place = replace(context, file=file, line=mark.line + 1, column=mark.column + 1)
+        file, line, column = position(node)
+        place = replace(context, file=file or self.file, line=line + 1, column=column + 1)
         self._found.append(Diagnostic(severity, message, place, code, subject))
         if severity is Severity.ERROR:
             self._errors += 1
@@ -111,8 +106,16 @@ class Reader:
     ) -> None:
         self.error(node, context, message, Severity.WARNING, code=code, subject=subject)
 
+    def forget_values(self) -> None:
+        """Drop the values ``value`` has made so far, and the nodes they were made of (PyYAML's
+        constructor keeps each, so that an alias gets the very object its anchor made): called
+        after each item, so that the nodes of the items read are not all kept."""
+        self._constructor.constructed_objects.clear()
+
     def value(self, node: Node, context: Place) -> tuple[bool, Any]:
         """The Python value of ``node``; (False, None) after reporting an unknown tag."""
+        if node.tag == _STR_TAG and isinstance(node, ScalarNode):
+            return True, node.value  # what the constructor makes of it, without its memo
         try:
             return True, self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
