@@ -34,9 +34,10 @@ lint: $(STAMP)
 stress: $(STAMP)
 	SIM_PROFILE=realistic CRASH_KILLS=30 $(BIN)/pytest -q tests/integration/test_crash.py -k sigkill
 
-## Scheduler benchmark against the time-compressed simulator
+## Scheduler benchmark against the time-compressed simulator, then the scale table (validate and
+## dry run at 1k/10k/100k items, a 1M-event ledger replay, 1,000 in flight); fails if either fails
 bench: $(STAMP)
-	$(BIN)/python -m runner.bench
+	$(BIN)/python -m runner.bench; status=$$?; $(BIN)/python -m runner.bench.scaletable && exit $$status
 
 clean:
 	rm -rf $(VENV) output/example

@@ -21,6 +21,7 @@ import anyio
 
 from runner.api.client import EachlabsClient
 from runner.api.ratelimit import RateLimiter
+from runner.api.transport import connection_limit
 from runner.checks.preflight import Report, preflight
 from runner.config import CheckConfig, RunConfig
 from runner.engine.accounts import missing_accounts, missing_accounts_message
@@ -262,7 +263,8 @@ async def _run(
             if handle_signals:
                 tg.start_soon(_watch_signals, runner)
             if work:
-                connector = aiohttp.TCPConnector(limit=32)
+                limit = connection_limit(config.limits.concurrency, config.limits.rate_limit)
+                connector = aiohttp.TCPConnector(limit=limit)
                 async with aiohttp.ClientSession(
                     connector=connector, cookie_jar=aiohttp.DummyCookieJar()
                 ) as session:

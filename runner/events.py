@@ -2,6 +2,7 @@
 
 - the engine: an item's record written (``ItemChanged``), the batch's spend changed
   (``SpendChanged``), an item's image upload started or ended (``Uploading``);
+- the engine's poll schedule: a poll due now (``PollDue``), which its ``RequestSent`` follows;
 - the request window (``runner.api.ratelimit``): a request sent (``RequestSent``), one refused
   with a 429 (``RequestRefused``), every request held for a while (``Paused``: a Retry-After,
   an API that cannot be reached);
@@ -74,6 +75,19 @@ class RequestSent:
 
 
 @dataclass(frozen=True)
+class PollDue:
+    """The engine's poll schedule (``runner.engine.policy.next_poll_at``) made prediction
+    ``prediction_id`` of item ``item_id`` due for a poll at ``due``, on the window's clock, and
+    the poll now asks the request window for its place: the ``RequestSent`` of its
+    ``GET /v1/prediction/<id>`` that follows says when it went. The difference is the poll's
+    lag (what ``make bench`` measures at a thousand in flight)."""
+
+    item_id: str
+    prediction_id: str
+    due: float
+
+
+@dataclass(frozen=True)
 class RequestRefused:
     """The API refused a request with a 429 (the window lowers its pace)."""
 
@@ -91,7 +105,9 @@ class Paused:
     why: str
 
 
-Event = ItemChanged | SpendChanged | Said | RequestSent | RequestRefused | Paused | Uploading
+Event = (
+    ItemChanged | SpendChanged | Said | RequestSent | RequestRefused | Paused | Uploading | PollDue
+)
 Subscriber = Callable[[Event], None]
 
 

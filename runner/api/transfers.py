@@ -114,7 +114,7 @@ async def _fetch_once(
     session: aiohttp.ClientSession, url: str, dest: Path, *, stall: float, max_bytes: int
 ) -> Downloaded:
     part = partial_path(dest)
-    have = await anyio.to_thread.run_sync(videos.partial_size, part)
+    have = await anyio.to_thread.run_sync(_prepare, dest, part)
     headers = {"Range": f"bytes={have}-"} if have else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
     with transport.transfer_errors("", DownloadError, stall=stall):
@@ -138,10 +138,12 @@ async def _fetch_once(
             total = offset + expected if expected is not None else None
             if total is not None and total > max_bytes:
                 raise _too_large(max_bytes)
-            fd = await anyio.to_thread.run_sync(videos.open_part, part, resumed)
+            # Each trip to a worker thread costs about as much CPU as an API request: the
+            # part is opened with its first chunk, and sealed and installed in one trip.
+            fd: int | None = None
             try:
                 if resumed:
-                    digest = await anyio.to_thread.run_sync(videos.digest_of, fd, part)
+                    fd, digest = await anyio.to_thread.run_sync(_open_resumed, part)
                 else:
                     digest = hashlib.sha256()
                 size = offset
@@ -151,19 +153,62 @@ async def _fetch_once(
                         await anyio.to_thread.run_sync(videos.discard, part)
                         raise _too_large(max_bytes)
                     digest.update(chunk)
-                    await anyio.to_thread.run_sync(videos.write, fd, chunk, part)
+                    fd = await anyio.to_thread.run_sync(_write, fd, part, chunk)
                 if total is not None and size != total:
                     raise DownloadError(f"the body ended after {size} of {total} bytes")
-                problem = await anyio.to_thread.run_sync(videos.seal, fd, part)
+                if fd is None:  # an empty body: an empty part, which is no MP4
+                    fd = await anyio.to_thread.run_sync(_write, fd, part, b"")
+                problem = await anyio.to_thread.run_sync(_seal_and_install, fd, part, dest)
             finally:
                 # Inline, not in a worker thread: a cancelled download must not leak it, and
                 # closing waits on no disk (the file was fsynced, or is being given up).
-                videos.close(fd, part)
+                if fd is not None:
+                    videos.close(fd, part)
     if problem is not None:
         await anyio.to_thread.run_sync(videos.discard, part)
         raise DownloadError(f"the downloaded file is not an MP4 video: {problem}", status=NOT_MP4)
-    await anyio.to_thread.run_sync(videos.install, part, dest)
     return Downloaded(dest, size, digest.hexdigest())
+
+
+def _prepare(dest: Path, part: Path) -> int:
+    """In a worker thread: StorageError if ``dest`` cannot be saved to; the bytes of an earlier
+    attempt at ``part`` to resume from."""
+    videos.check_destination(dest)
+    return videos.partial_size(part)
+
+
+def _open_resumed(part: Path) -> tuple[int, hashlib._Hash]:
+    """In a worker thread: the part of an earlier attempt opened to append, and its sha256."""
+    fd = videos.open_part(part, resume=True)
+    try:
+        return fd, videos.digest_of(fd, part)
+    except BaseException:
+        videos.close(fd, part)
+        raise
+
+
+def _write(fd: int | None, part: Path, chunk: bytes) -> int:
+    """In a worker thread: write ``chunk`` to the part, created afresh first if ``fd`` is None;
+    the descriptor written through."""
+    opened = fd is None
+    if fd is None:
+        fd = videos.open_part(part, resume=False)
+    try:
+        videos.write(fd, chunk, part)
+    except BaseException:
+        if opened:  # else the caller closes it
+            videos.close(fd, part)
+        raise
+    return fd
+
+
+def _seal_and_install(fd: int, part: Path, dest: Path) -> str | None:
+    """In a worker thread: fsync the part and check it is an MP4; if it is, rename it onto
+    ``dest`` (durably) and return None, else the problem (the part stays)."""
+    problem = videos.seal(fd, part)
+    if problem is None:
+        videos.install(part, dest)
+    return problem
 
 
 def _starts_at(content_range: str | None) -> int | None:
@@ -195,7 +240,6 @@ async def fetch_video(
     """
     if not transport.is_http(url):
         raise DownloadError(f"the output URL is not an http(s) URL: {transport.origin(url)}")
-    await anyio.to_thread.run_sync(videos.check_destination, dest)
     events = events or logged(log)
     with anyio.move_on_after(seconds) as scope:
         async for attempt in stamina.retry_context(

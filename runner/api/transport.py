@@ -39,6 +39,19 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Redirects after which the method and body stay as they were (the others turn into a GET).
 KEEP_METHOD = frozenset({307, 308})
 #: An OpenSSL reason code (``WRONG_VERSION_NUMBER``): shown; any other text of an SSL error is not.
+#: Connections a run's session keeps open at most, whatever else: the API's and the CDN's.
+MIN_CONNECTIONS = 32
+
+
+def connection_limit(concurrency: int, rate_limit: int) -> int:
+    """How many connections a run's session may open: enough that no request the window lets
+    go then waits for a connection (every prediction in flight may have a poll out, but no
+    more requests than the window holds), twice over for creates, cancels and downloads; at
+    least MIN_CONNECTIONS. A request queued for a connection would be sent later than the
+    window said, and later than the poll schedule wanted."""
+    return max(MIN_CONNECTIONS, 2 * min(concurrency, rate_limit))
+
+
 _SSL_REASON = re.compile(r"[A-Z0-9_]{1,80}")
 #: A URL inside an error's own text: never shown (it may hold a signature or credentials).
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")

@@ -45,14 +45,15 @@ async def upload_images(base: str) -> list[str]:
     return urls
 
 
-def requests_for(urls: list[str]) -> list[dict[str, Any]]:
+def requests_for(urls: list[str], count: int = ITEMS) -> list[dict[str, Any]]:
+    """``count`` items over the images at ``urls``, each with its own prompt."""
     return [
         {
             "id": f"item-{n:03d}",
             "prompt": f"scene {n} slowly comes alive as the light changes",
             "image": urls[n % len(urls)],
         }
-        for n in range(ITEMS)
+        for n in range(count)
     ]
 
 

@@ -142,6 +142,15 @@ def measure(what: str, items: int, events: int) -> tuple[float, float, int]:
     return seconds, usage.ru_maxrss / 1024, done.returncode
 
 
+#: The issue's dry run: a 100,000-item batch with a 915,000-event ledger, 9.15 events an item.
+LEDGER_EVENTS_PER_ITEM = DRYRUN_EVENTS / 100_000
+
+
+def measure_dry_run(items: int) -> tuple[float, float, int]:
+    """``measure("dryrun", ...)`` with the issue's LEDGER_EVENTS_PER_ITEM events an item."""
+    return measure("dryrun", items, round(items * LEDGER_EVENTS_PER_ITEM))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.bench.scale", description=__doc__)
     parser.add_argument(

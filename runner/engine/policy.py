@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import zlib
 from dataclasses import dataclass, field
 
 from runner.api.answers import backoff as backoff  # the engine's back-offs are the API's
@@ -35,6 +36,14 @@ EARLIEST_MARGIN = 0.9
 #: Polls land at least this share of a quantum after a quantum boundary (boundaries are counted
 #: from our create time, which is later than the server's, so they are never early).
 GRID_OFFSET = 0.1
+#: Predictions created together fall due together, quantum after quantum: a thousand created
+#: in the same second would all be woken in the same few milliseconds, and the last of them
+#: polled late by all the work of the others. So each prediction's schedule is moved later by
+#: an offset of its own, drawn from its id, of up to this share of a quantum (``poll_offset``)...
+MAX_SPREAD = 0.8
+#: ...once this many may be in flight; fewer spread over proportionally less (10: a tenth of
+#: it), so a small batch keeps its polls just after the boundaries.
+SPREAD_FULL_AT = 100
 #: Share of the request window that must be free for polls in the window every quantum.
 SPARE_FOR_FULL_PACE = 0.2
 #: Only the most recent run times are kept: the model adapts to drift and stays cheap.
@@ -104,6 +113,18 @@ def poll_score(model: RuntimeModel, age_now: float, age_last: float) -> float:
     f_last = model.cdf(age_last)
     gain = model.cdf(age_now) - f_last
     return max(0.0, gain) / max(1e-12, 1.0 - f_last)
+
+
+def poll_offset(prediction_id: str, in_flight_cap: int, poll_min: float) -> float:
+    """How much later than its create a prediction's poll schedule is counted from, so that
+    predictions created together are not all polled at once: up to MAX_SPREAD of a quantum
+    (``poll_min``), scaled down below SPREAD_FULL_AT in flight, drawn evenly from the
+    prediction's id. The same id always gets the same offset; a thousand ids share the spread
+    about evenly. Each poll lands that much later than the grid's GRID_OFFSET: the price of
+    the spread, on average half of it, in seeing an end."""
+    spread = MAX_SPREAD * min(1.0, in_flight_cap / SPREAD_FULL_AT)
+    draw = zlib.crc32(prediction_id.encode()) / 2**32
+    return spread * draw * poll_min
 
 
 def next_poll_at(

@@ -18,6 +18,7 @@ from runner.engine.base import Job, RunContext
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import listed
 from runner.errors import RunnerError
+from runner.events import PollDue
 from runner.jobs import JobState
 from runner.store.plan import LOST, POLL_ERROR, TIMEOUT, Action
 
@@ -95,11 +96,12 @@ class Polling(RunContext):
         errors = 0
         last_error: RunnerError | None = None
         cancelling: tuple[str, str] | None = None  # cancel sent: the failure if it takes effect
+        spread = policy.poll_offset(prediction_id, self.limits.concurrency, self.limits.poll_min)
         while True:
             now = anyio.current_time()
             at = policy.next_poll_at(
                 now=now,
-                submitted_at=submitted,
+                submitted_at=submitted + spread,  # not all polled at once
                 last_poll_at=job.last_poll_at,
                 model=self.runtimes,
                 poll_min=self.limits.poll_min,
@@ -112,6 +114,7 @@ class Polling(RunContext):
                 )
                 at = max(at, now + pause)
             await anyio.sleep(at - now)
+            self.events.emit(PollDue(job.item.id, prediction_id, at))  # its lag: make bench
             last_miss = job.last_poll_at
             age_last = 0.0 if last_miss is None else last_miss - submitted
             try:

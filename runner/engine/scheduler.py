@@ -31,6 +31,7 @@ The money rules (each a row of ``decisions``' table, carried out by ``create``, 
 
 from __future__ import annotations
 
+import gc
 import logging
 import traceback
 from collections.abc import Sequence
@@ -104,6 +105,9 @@ class BatchRunner(Creating, Polling, Fetching):
         self.fetcher = fetcher
         for step in self.plan.steps:
             self.outcome.jobs[step.item.id] = Job(step.item, step.state)
+        # What exists now (items, plan, config) lives as long as the run: kept out of the
+        # collector's full passes, which at a thousand in flight held the loop up to ~0.1 s.
+        gc.freeze()
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
@@ -141,6 +145,8 @@ class BatchRunner(Creating, Polling, Fetching):
             bug = group.exceptions[0]
             self.say(logging.DEBUG, "%s", "".join(traceback.format_exception(bug)).rstrip())
             self._stopped("internal", InternalError.of(bug))
+        finally:
+            gc.unfreeze()
         return self.outcome
 
     def cancel(self) -> None:
