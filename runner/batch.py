@@ -95,10 +95,7 @@ async def check_and_run(
     events = Events((to_log(log),) if on_event is None else (to_log(log), on_event))
     # One request window per key: each key is an account with its own (the first also serves
     # the checks' model lookups).
-    limiters = [
-        RateLimiter(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
-        for _ in config.api_keys
-    ]
+    limiters = [RateLimiter.for_limits(limits, events) for _ in config.api_keys]
     with contextlib.ExitStack() as lock:
         resume: Resume | LedgerError | None = None
         if not dry and output.is_dir():

@@ -34,10 +34,11 @@ from typing import Any
 import aiohttp
 import anyio
 
-from runner.api.client import EachlabsClient
+from runner.api.port import Api
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
 from runner.config import DEFAULT_CANCEL_WATCH, Limits
+from runner.engine.accounts import Account, Accounts
 from runner.errors import (
     AccountError,
     ApiProtocolError,
@@ -50,7 +51,6 @@ from runner.errors import (
 )
 from runner.events import Events, logged
 from runner.jobs import JobState, transition
-from runner.keys import fingerprint
 from runner.stoprunner import take_lock
 from runner.store import ledger
 from runner.store.ledger import KeyState
@@ -218,23 +218,22 @@ async def _cancel_all(
             LedgerWriter(path) as writer,
             anyio.create_task_group() as tg,
         ):
-            # One client per key, each with its own request window (each key is an account).
-            clients = {
-                fingerprint(key): EachlabsClient.for_limits(
-                    session,
-                    config.api_base,
-                    key,
-                    RateLimiter(
-                        limits.rate_limit, limits.rate_window, burst=limits.burst, events=events
-                    ),
-                    limits,
-                )
-                for key in keys
-            }
-            primary = clients[fingerprint(config.api_key)]
+            # Each key is an account, with its own request window.
+            accounts = Accounts(
+                [
+                    Account.of_key(
+                        session,
+                        config.api_base,
+                        key,
+                        RateLimiter.for_limits(limits, events),
+                        limits,
+                    )
+                    for key in keys
+                ]
+            )
             for state in to_cancel:
-                client = primary if state.account is None else clients.get(state.account)
-                if client is None:
+                account = accounts.named(state.account)
+                if account is None:
                     found.append(
                         Settled(
                             state.item,
@@ -245,7 +244,7 @@ async def _cancel_all(
                         )
                     )
                     continue
-                tg.start_soon(_settle_into, found, slots, client, writer, state, config)
+                tg.start_soon(_settle_into, found, slots, account.client, writer, state, config)
     except* (AccountError, ApiUnavailableError, StorageError) as group:
         raise group.exceptions[0] from None
     return found
@@ -258,7 +257,7 @@ _ITEM_ERRORS = (ApiStatusError, TransportError, ApiProtocolError)
 async def _settle_into(
     found: list[Settled],
     slots: anyio.CapacityLimiter,
-    client: EachlabsClient,
+    client: Api,
     writer: LedgerWriter,
     state: KeyState,
     config: CancelConfig,
@@ -268,7 +267,7 @@ async def _settle_into(
 
 
 async def _settle(
-    client: EachlabsClient, writer: LedgerWriter, state: KeyState, config: CancelConfig
+    client: Api, writer: LedgerWriter, state: KeyState, config: CancelConfig
 ) -> Settled:
     """Cancel one prediction, watch it for ``config.watch`` seconds (at least one poll), and
     record its end."""

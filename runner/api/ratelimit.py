@@ -42,6 +42,7 @@ from aiolimiter import AsyncLimiter
 
 from runner.api.waiters import Priority as Priority
 from runner.api.waiters import Waiter, WaiterQueue
+from runner.config import Limits
 from runner.errors import StopRequested
 from runner.events import Events, Paused, RequestRefused, RequestSent, logged
 
@@ -178,6 +179,12 @@ class RateLimiter:
         self._leader: Waiter | None = None
         self._token_wait: anyio.CancelScope | None = None  # the one wait for a bucket token
         self.wakeups = 0  # waiters woken: O(1) per request, never all of them per change
+
+    @classmethod
+    def for_limits(cls, limits: Limits, events: Events | None = None) -> RateLimiter:
+        """The window ``limits`` say (``--rate``, ``--burst``), reporting to ``events``: one
+        per API key."""
+        return cls(limits.rate_limit, limits.rate_window, burst=limits.burst, events=events)
 
     def _rouse(self, waiter: Waiter) -> None:
         self.wakeups += 1

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from runner import config as cfg
-from runner.cli.values import MAX_OPTION_VALUE, add_api_options, positive
+from runner.cli.values import add_api_options, positive, seconds
 from runner.config import DEFAULT_CANCEL_WATCH, STOP_WAIT
 from runner.errors import AccountError, ConfigError
 from runner.report import EXIT_ACCOUNT
@@ -20,17 +19,6 @@ from runner.report import EXIT_ACCOUNT
 #: The order endings (``runner.cancel.Ending``) are counted in on the last line.
 _ORDER = ("cancelled", "succeeded", "failed", "running", "unknown", "ambiguous")
 _WORDS = {"running": "still running"}
-
-
-def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds from 0 to ``MAX_OPTION_VALUE``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or not 0 <= value <= MAX_OPTION_VALUE:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_OPTION_VALUE:g}, not {text}")
-    return value
 
 
 def add_cancel_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

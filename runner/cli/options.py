@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from runner.cli.cancel import add_cancel_parser
 from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.status import add_status_parser
-from runner.cli.values import add_api_options, error_codes, positive, usd_amount
+from runner.cli.values import add_api_options, error_codes, positive, seconds, usd_amount
 
 if TYPE_CHECKING:
     from runner.display import ViewSettings
@@ -125,14 +124,6 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def _seconds_or_off(text: str) -> float:
-    """An argparse type: 0 (off) or a number of seconds as ``positive`` takes it."""
-    with contextlib.suppress(ValueError):
-        if float(text) == 0:
-            return 0.0
-    return float(positive(float)(text))
-
-
 def _view_options(run: argparse.ArgumentParser) -> None:
     """What a run shows as it goes (``runner.display``)."""
     view = run.add_argument_group("what a run shows as it goes")
@@ -144,7 +135,7 @@ def _view_options(run: argparse.ArgumentParser) -> None:
     )
     view.add_argument(
         "--heartbeat",
-        type=_seconds_or_off,
+        type=seconds,
         default=cfg.DEFAULT_HEARTBEAT,
         metavar="S",
         help="without a live view, log a line with the counts, spend and ETA every S seconds "

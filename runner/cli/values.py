@@ -76,6 +76,18 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds from 0 to ``MAX_OPTION_VALUE`` (0: at
+    once, or off, as the option says)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_OPTION_VALUE:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_OPTION_VALUE:g}, not {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """An argparse type: a share from 0 to 1."""
     try:

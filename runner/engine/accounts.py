@@ -16,10 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import aiohttp
 import anyio
 
+from runner.api.client import EachlabsClient
 from runner.api.port import Api
 from runner.api.ratelimit import RateLimiter
+from runner.config import Limits
+from runner.keys import fingerprint
 from runner.store.plan import Action, Plan
 
 
@@ -37,6 +41,20 @@ class Account:
     #: Set when this account sends no more creates (refused, or the run stops submitting):
     #: creates still waiting for its window give up, unsent.
     closed: anyio.Event = field(default_factory=anyio.Event)
+
+    @classmethod
+    def of_key(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        key: str,
+        limiter: RateLimiter,
+        limits: Limits,
+    ) -> Account:
+        """``key``'s account on the API at ``base_url``: a client sending through ``limiter``,
+        up to ``limits.concurrency`` in flight."""
+        client = EachlabsClient.for_limits(session, base_url, key, limiter, limits)
+        return cls(fingerprint(key), client, limiter, limits.concurrency)
 
     @property
     def free(self) -> int:
@@ -60,10 +78,6 @@ class Accounts:
         """The account a ledger's ``account`` names (None, from before keys were recorded: the
         primary); None if no key of this run has that fingerprint."""
         return self.primary if name is None else self._by_name.get(name)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(account.used for account in self.all)
 
     async def acquire(self) -> Account | None:
         """A slot for a new create on the open account with the most free, waiting for one;

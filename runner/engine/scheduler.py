@@ -39,7 +39,6 @@ from collections.abc import Sequence
 import aiohttp
 import anyio
 
-from runner.api.client import EachlabsClient
 from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
@@ -73,17 +72,9 @@ class BatchRunner(Creating, Polling, Fetching):
         """Run against the real API at ``config.api_base`` over ``session`` (which downloads
         the videos too), with one account per key of ``config.api_keys``: every request of a
         key's account takes its place in that key's window, ``limiters[i]`` for the i-th key."""
-        keys = self.config.api_keys
-        if len(limiters) != len(keys):
-            raise ValueError(f"{len(keys)} API keys need as many request windows")
         accounts = [
-            Account(
-                fingerprint(key),
-                EachlabsClient.for_limits(session, self.config.api_base, key, limiter, self.limits),
-                limiter,
-                self.limits.concurrency,
-            )
-            for key, limiter in zip(keys, limiters, strict=True)
+            Account.of_key(session, self.config.api_base, key, limiter, self.limits)
+            for key, limiter in zip(self.config.api_keys, limiters, strict=True)
         ]
         return await self.run_on(Accounts(accounts), SessionFetcher(session, self.events))
 
