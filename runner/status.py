@@ -154,13 +154,10 @@ def fold_ledger(records: Iterable[Mapping[str, Any]]) -> LedgerView:
     return view
 
 
-def item_states(
-    records: Iterable[Mapping[str, Any]] | LedgerView, listed: Sequence[Mapping[str, Any]] = ()
-) -> dict[str, KeyState]:
-    """One state per item id, sorted by id: the ledger's replay (an id under several keys:
+def item_states(view: LedgerView, listed: Sequence[Mapping[str, Any]] = ()) -> dict[str, KeyState]:
+    """One state per item id, sorted by id: the ledger's replay ``view`` (an id under several keys:
     the key of its latest record), then the ids ``listed`` in a summary that the ledger never
     recorded: pending, or a duplicate's source's state."""
-    view = records if isinstance(records, LedgerView) else fold_ledger(records)
     by_key = view.replay.states
     states: dict[str, KeyState] = {}
     for key in sorted(by_key, key=view.latest.__getitem__):
