@@ -238,7 +238,9 @@ async def _run(
         plan.count(Action.DONE),
         plan.count(Action.FAILED),
     )
-    spend = Budget(config.budget_usd, spent_before=resume.replay.spent)
+    spend = Budget(
+        config.budget_usd, spent_before=resume.replay.spent, run_cap=config.night.max_spend
+    )
     for step in plan.steps:  # predictions that may exist on the server count already
         if step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
             spend.hold(step.item.key, step.item.price_usd)
@@ -316,7 +318,20 @@ def _summary_now(runner: BatchRunner, manifest: Manifest, plan: Plan) -> dict[st
         account_error=outcome.account_error,
         budget_reached=outcome.budget_reached,
         stopped=None if stopped is None else {"kind": stopped.kind, "message": stopped.message},
+        night=_night_summary(runner),
     )
+
+
+def _night_summary(runner: BatchRunner) -> dict[str, Any] | None:
+    """``summary.json``'s ``night``: what ended submitting for the night, or None."""
+    why = runner.outcome.night_stop
+    if why is None:
+        return None
+    deadline = runner.night.deadline
+    return {
+        "stopped_by": why.value,
+        "deadline": None if deadline is None else deadline.isoformat(timespec="seconds"),
+    }
 
 
 async def _watch_signals(runner: BatchRunner) -> None:

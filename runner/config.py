@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runner.errors import ConfigError
 from runner.keys import fingerprint
+from runner.night import Night
 
 DEFAULT_API_BASE = "https://api.eachlabs.ai"
 #: The account's documented cap on predictions in flight (fixed-price models).
@@ -164,6 +165,9 @@ class RunConfig:
     #: Keys of further accounts, after ``api_key`` (secrets too). Each key is an account with
     #: its own in-flight cap and request window (``limits`` apply to each).
     more_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: The deadline and the per-run caps (``--until``, ``--max-wall``, ``--max-items``,
+    #: ``--max-spend``) and the order items are created in (``runner.night``).
+    night: Night = field(default_factory=Night)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -22,6 +22,9 @@ EXIT_API_UNAVAILABLE = 6
 EXIT_API_BROKEN = 7
 #: A bug in the runner (sysexits' EX_SOFTWARE): one line, summary.json, a consistent ledger.
 EXIT_INTERNAL = 70
+#: Not finished yet (sysexits' EX_TEMPFAIL): the run stopped for the night (its deadline,
+#: --max-items, --max-spend) with work left for the next run; nothing broke.
+EXIT_NOT_FINISHED = 75
 EXIT_INTERRUPTED = 130
 
 SUMMARY_NAME = "summary.json"
@@ -64,8 +67,11 @@ def build_summary(
     account_error: str | None,
     budget_reached: bool = False,
     stopped: dict[str, str] | None = None,
+    night: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: counts and one row per manifest item, in manifest order."""
+    """``summary.json``: counts and one row per manifest item, in manifest order. ``night``:
+    what ended submitting for the night (``stopped_by``: deadline, max_items, max_spend) and
+    the ``deadline``, when one did."""
     rows = []
     by_id = {step.item.id: step for step in plan.steps}
     for step in plan.steps:
@@ -93,6 +99,7 @@ def build_summary(
         "account_error": account_error,
         "budget_reached": budget_reached,
         "stopped": stopped,
+        "night": night,
         # --only/--limit: the items this run worked on, and how many of them are done
         "selection": {
             "items": len(picked),
@@ -134,7 +141,16 @@ def exit_code(summary: dict[str, Any]) -> int:
         return EXIT_ACCOUNT
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
+    if summary.get("night") and left_for_next_run(summary):
+        return EXIT_NOT_FINISHED
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def left_for_next_run(summary: dict[str, Any]) -> int:
+    """Items a plain next run takes up: pending, running, or failed in a way it resumes."""
+    counts = summary["counts"]
+    resumed = sum(1 for row in summary["items"] if row.get("next_run_resumes"))
+    return int(counts["pending"] + counts["running"] + resumed)
 
 
 _STOP_ADVICE = {
@@ -203,6 +219,19 @@ def render(
         lines.append(_STOP_ADVICE[stopped["kind"]])
     if summary["interrupted"]:
         lines.append("interrupted: predictions already in flight keep running on the server")
+    night = summary.get("night")
+    if night:
+        why = {
+            "deadline": f"its deadline ({night['deadline']})",
+            "max_items": "--max-items",
+            "max_spend": "--max-spend",
+        }.get(night["stopped_by"], night["stopped_by"])
+        lines.append(
+            f"stopped for the night at {why}: {counts['pending']} items wait, "
+            f"{counts['running']} still running on the server are picked up by the next run"
+        )
+        if left_for_next_run(summary):
+            lines.append(f"next night: {resume_command}")
     if summary.get("budget_reached"):
         lines.append("the budget is reached: the remaining items stay pending (raise --budget)")
     picked = summary.get("selection")
@@ -216,7 +245,7 @@ def render(
         # A failed download or a prediction given up on is taken up by a plain run; only the
         # others need --retry-failed, which creates (and pays) again.
         stuck = [row for row in failed if not row.get("next_run_resumes")]
-        if len(stuck) < counts["total"] - counts["done"]:
+        if len(stuck) < counts["total"] - counts["done"] and not night:
             lines.append(f"to resume: {resume_command}")
         if stuck:
             lines.append(f"to submit the failed items again: {resume_command} --retry-failed")

@@ -74,7 +74,11 @@ class _Once:
     async def __call__(self) -> None:
         if self._hook is not None and not self.ran:
             self.ran = True
-            await self._hook()
+            try:
+                await self._hook()
+            except StopRequested:
+                self.ran = False  # it declined before writing anything: nothing will be sent
+                raise
 
 
 class Requester:

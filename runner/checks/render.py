@@ -10,13 +10,15 @@ text from a ``Report`` (and the run's ``Limits`` for the time).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from functools import partial
 
-from runner import cost, walltime
+from runner import cost, night, walltime
 from runner.checks.preflight import Report
 from runner.config import Limits
 from runner.diagnostics import Diagnostic
-from runner.store.plan import Action
+from runner.engine import policy
+from runner.store.plan import Action, past_runtimes
 
 #: The count column of the plan is at least this wide (99,999 fits); a larger count widens it.
 COUNT_WIDTH = 5
@@ -27,9 +29,18 @@ def render_problems(problems: Iterable[Diagnostic]) -> str:
     return "\n".join(f"{p.severity}: {p}" for p in problems)
 
 
-def render_plan(report: Report, *, verbose: bool = False, limits: Limits | None = None) -> str:
+def render_plan(
+    report: Report,
+    *,
+    verbose: bool = False,
+    limits: Limits | None = None,
+    tonight: night.Night | None = None,
+    keys: int = 1,
+    now: datetime | None = None,
+) -> str:
     """What a run would do: items by action, uploads, models, estimated cost and budget, and
-    with ``limits`` the expected wall time beside the cost."""
+    with ``limits`` the expected wall time beside the cost; with a deadline or a per-run cap
+    (``tonight``, on ``keys`` API keys, seen at ``now``) what fits in this run."""
     lines = [f"batch {report.batch}: {report.manifest_path}, output in {report.output_dir}"]
     plan, estimate = report.plan, report.estimate
     if plan is None or estimate is None:
@@ -61,6 +72,8 @@ def render_plan(report: Report, *, verbose: bool = False, limits: Limits | None 
     money = _cost_lines(report, estimate)
     if limits is not None:
         money.insert(1, _time_line(report, limits))  # right below the estimated cost
+        if tonight is not None and tonight.capped and now is not None:
+            money.insert(2, _night_line(report, limits, tonight, keys, now))
     lines += money
     if verbose:
         lines.append("  items:")
@@ -149,6 +162,71 @@ def _time_line(report: Report, limits: Limits) -> str:
             f"{walltime.duration(limits.rate_window)}"
         )
     return f"  expected wall time: about {walltime.duration(seconds)} ({why})"
+
+
+def _night_line(
+    report: Report, limits: Limits, tonight: night.Night, keys: int, now: datetime
+) -> str:
+    """``tonight (until 06:00, 8 h from now): about 1,180 of 5,000 items to submit finish,
+    ≈ $507.40; the other 3,820 take about 4 more nights at this pace``: the forecast
+    (``runner.night.forecast``) of the items to submit, in the order the run creates them,
+    with each model's run times as earlier runs learned them (the prior before any)."""
+    assert report.plan is not None
+    plan = report.plan
+    models = policy.by_model(past_runtimes(plan), limits.expected_runtime)
+
+    def model(slug: str) -> policy.RuntimeModel:
+        return models.setdefault(slug, policy.RuntimeModel(limits.expected_runtime))
+
+    steps = night.submit_order(
+        [step for step in plan.steps if step.action is Action.SUBMIT],
+        tonight.order,
+        priority=lambda step: step.item.priority,
+        expected=lambda step: model(step.item.model).quantile(0.5),
+    )
+    items = [
+        night.Planned(
+            model(step.item.model).quantile(0.5),
+            model(step.item.model).quantile(night.FIT_QUANTILE),
+            step.item.price_usd,
+        )
+        for step in steps
+    ]
+    resumed = plan.count(Action.POLL) + plan.count(Action.RECONCILE) + plan.count(Action.RECHECK)
+    pace = night.Pace(
+        slots=limits.concurrency * keys,
+        see_end=limits.poll_min,
+        download=night.DOWNLOAD_SHARE * limits.expected_runtime,
+        start_gap=walltime.REQUESTS_PER_ITEM * limits.rate_window / (limits.rate_limit * keys),
+    )
+    seconds = float("inf")
+    when = "this run"
+    if tonight.deadline is not None:
+        seconds = (tonight.deadline - now).total_seconds()
+        local = tonight.deadline.astimezone().strftime("%Y-%m-%d %H:%M %z")
+        when = f"tonight (until {local}, {walltime.duration(seconds)} from now)"
+    got = night.forecast(
+        items,
+        seconds=seconds,
+        pace=pace,
+        running=[limits.expected_runtime] * resumed,
+        max_items=tonight.max_items,
+        max_spend=tonight.max_spend,
+    )
+    line = (
+        f"  {when}: about {got.items:,} of {len(items):,} item{_s(len(items))} to submit "
+        f"finish, ≈ {cost.usd(got.spend)}"
+    )
+    if got.rest == 0:
+        return line + "; that is all of them"
+    if got.nights is None:
+        needs = night.finish_at(0.0, items[0].fit_runtime, pace)
+        return line + f"; none fits: the first needs about {walltime.duration(needs)}"
+    runs = "night" if tonight.deadline is not None else "run"
+    return line + (
+        f"; the other {got.rest:,} take about {got.nights:,} more {runs}{_s(got.nights)} "
+        "at this pace"
+    )
 
 
 def render_verdict(report: Report, *, dry: bool) -> str:

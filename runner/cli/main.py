@@ -11,13 +11,15 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
 from runner import config as cfg
-from runner.cli.options import build_parser, checks_from, limits_from, view_from
+from runner.cli.options import build_parser, checks_from, limits_from, night_from, view_from
 from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
@@ -28,6 +30,7 @@ from runner.errors import (
     RunnerError,
     StorageError,
 )
+from runner.night import next_night_argv
 from runner.report import (
     EXIT_API_BROKEN,
     EXIT_API_UNAVAILABLE,
@@ -61,6 +64,7 @@ async def _check_and_run(
     from runner.display import RunView, choose_mode
 
     dry = args.command == "validate" or args.dry_run
+    started = datetime.now(UTC).astimezone()
     async with contextlib.AsyncExitStack() as stack:
         api_keys: tuple[str, ...]
         if args.simulate:
@@ -91,6 +95,7 @@ async def _check_and_run(
             budget_partial=args.budget_partial,
             only=tuple(args.only),
             limit=args.limit,
+            night=night_from(args, started),
         )
         settings = view_from(args)
         mode = choose_mode(settings, err, os.environ)
@@ -103,16 +108,26 @@ async def _check_and_run(
             shown = report.errors if args.quiet else report.problems
             if shown:
                 print(render_problems(shown), file=err)
+            plan = partial(
+                render_plan,
+                verbose=args.verbose,
+                limits=config.limits,
+                tonight=config.night,
+                keys=len(config.api_keys),
+                now=started,
+            )
             if dry or report.manifest is None:
-                print(render_plan(report, verbose=args.verbose, limits=config.limits), file=out)
+                print(plan(report), file=out)
                 print(render_verdict(report, dry=dry), file=out if dry else err)
             elif not args.quiet:
-                print(render_plan(report, verbose=args.verbose, limits=config.limits), file=out)
+                print(plan(report), file=out)
             out.flush()  # the plan before the run's lines, also when both go to one file
             if not dry and not report.errors:
                 view.start(report, config.limits, config.budget_usd)
 
-        resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in argv)])
+        # For the next night: an --until date-time a day later (a time of day stays).
+        again = next_night_argv(argv)
+        resume = shlex.join(["i2v-runner", *(cfg.redact_url(arg) for arg in again)])
         outcome = await check_and_run(
             config,
             checks_from(args),

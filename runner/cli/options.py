@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 from runner.errors import (
     ConfigError,
 )
+from runner.money import usd
+from runner.night import Night, Order, deadline_of, parse_duration, parse_until
 
 
 def _verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
@@ -112,7 +115,73 @@ def _check_options() -> argparse.ArgumentParser:
         action="store_true",
         help="with --budget: submit items in manifest order while they fit, leave the rest pending",
     )
+    _night_options(parent)
     return parent
+
+
+def _night_options(parent: argparse.ArgumentParser) -> None:
+    """The night shift (``runner.night``): a deadline, a per-run allowance, the order."""
+    night = parent.add_argument_group(
+        "the night shift (a run that fits a window, and the next picks up where it stopped)"
+    )
+    night.add_argument(
+        "--until",
+        metavar="TIME",
+        help="create an item only if it is expected to finish and download by TIME: 06:00 "
+        "(the next 06:00 local time) or an ISO 8601 date-time with its offset "
+        "(2026-11-24T06:00+01:00); the run then ends with the rest pending (exit 75). "
+        "validate and --dry-run say how many items fit",
+    )
+    night.add_argument(
+        "--max-wall",
+        type=_duration,
+        metavar="DURATION",
+        help="the same, for a deadline this long after the start: 7h30m, 45m, 90s",
+    )
+    night.add_argument(
+        "--max-items",
+        type=positive(int),
+        metavar="N",
+        help="submit at most N items in this run (predictions resumed from earlier runs do "
+        "not count); the rest stays pending (exit 75)",
+    )
+    night.add_argument(
+        "--max-spend",
+        type=usd_amount("--max-spend"),
+        metavar="USD",
+        help="spend at most USD on this run's own creates (a nightly allowance, beside the "
+        "batch-wide --budget); the rest stays pending (exit 75)",
+    )
+    night.add_argument(
+        "--order",
+        choices=[order.value for order in Order],
+        default=Order.MANIFEST.value,
+        help="the order items are created in: manifest, or shortest-first (by the expected "
+        "run time of each item's model); an item's priority: goes first in both "
+        "(default: %(default)s)",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def night_from(args: argparse.Namespace, now: datetime) -> Night:
+    """The night's settings of ``args`` (``--until`` is read against ``now``, aware)."""
+    given = vars(args)
+    until = parse_until(args.until, now) if args.until is not None else None
+    spend = args.max_spend
+    return Night(
+        deadline=deadline_of(until, args.max_wall, now),
+        grace=given.get("grace"),
+        cancel_at_deadline=given.get("cancel_at_deadline", False),
+        max_items=args.max_items,
+        max_spend=None if spend is None else usd(spend),
+        order=Order(args.order),
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,6 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the run ends, however it ends, run CMD with the path of summary.json as its "
         "last argument and I2V_EXIT_CODE, I2V_SUMMARY and I2V_OUTPUT_DIR in its environment "
         "(never the API key): for mail, chat or a webhook",
+    )
+    run.add_argument(
+        "--grace",
+        type=_duration,
+        metavar="DURATION",
+        help="with --until/--max-wall: how long predictions still running at the deadline are "
+        "waited for before the run ends and leaves them to the next run (default: the p95 run "
+        "time learned)",
+    )
+    run.add_argument(
+        "--cancel-at-deadline",
+        action="store_true",
+        help="with --until/--max-wall: cancel the predictions still running after the grace "
+        "instead of leaving them running (the next run submits them again)",
     )
     run.add_argument(
         "--resubmit-ambiguous",

@@ -73,6 +73,7 @@ class Accounts:
         if len(self._by_name) != len(self.all):
             raise ValueError("two accounts have the same name")
         self._changed = anyio.Event()
+        self._closed = False
 
     def named(self, name: str | None) -> Account | None:
         """The account a ledger's ``account`` names (None, from before keys were recorded: the
@@ -81,10 +82,10 @@ class Accounts:
 
     async def acquire(self) -> Account | None:
         """A slot for a new create on the open account with the most free, waiting for one;
-        None once every account has refused creates."""
+        None once every account has refused creates, or the run sends no more (``close``)."""
         while True:
             open_ = [account for account in self.all if account.refused is None]
-            if not open_:
+            if not open_ or self._closed:
                 return None
             best = max(open_, key=lambda account: account.free)  # the first on a tie
             if best.free > 0:
@@ -115,7 +116,10 @@ class Accounts:
         self._changed = anyio.Event()
 
     def close(self) -> None:
-        """The run sends no more creates: end every account's creates waiting for a window."""
+        """The run sends no more creates: end every account's creates waiting for a window,
+        and the waits for a slot."""
+        self._closed = True
+        self._wake()
         for account in self.all:
             account.closed.set()
             account.limiter.notify()

@@ -31,9 +31,10 @@ from runner.errors import (
 from runner.events import Events, ItemChanged, SpendChanged, logged
 from runner.jobs import JobState, transition
 from runner.manifest import Item
+from runner.night import DOWNLOAD_SHARE, FIT_QUANTILE, NightStop, Pace, fits
 from runner.store.budget import Budget
 from runner.store.ledger import KeyState, apply, seconds_since
-from runner.store.plan import Plan
+from runner.store.plan import Plan, past_runtimes
 from runner.store.writer import LedgerWriter
 
 log = logging.getLogger("runner")
@@ -59,6 +60,8 @@ class Job:
     #: The account (API key) its prediction lives on: set when it takes a slot, or from the
     #: ledger's record of the key that created it.
     account: Account | None = None
+    #: Its prediction was cancelled at the night's end (--cancel-at-deadline).
+    night_cancelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class RunOutcome:
     budget_reached: bool = False
     interrupted: bool = False
     stopped: Stop | None = None
+    #: What ended submitting for the night (--until, --max-wall, --max-items, --max-spend).
+    night_stop: NightStop | None = None
 
 
 def mono_from_iso(ts: str | None, now_mono: float) -> float | None:
@@ -116,6 +121,15 @@ class RunContext:
         #: Called with (prediction id, monotonic time) when a prediction's end is first seen.
         self.observer = observer
         self.runtimes = policy.RuntimeModel(config.limits.expected_runtime)
+        self.night = config.night
+        #: The run's deadline on the monotonic clock (``begin_night``); None: no deadline.
+        self.deadline: float | None = None
+        #: Run times per model, for the deadline's fit: the ledger's earlier successes first.
+        self.model_runtimes = policy.by_model(past_runtimes(plan), config.limits.expected_runtime)
+        # A download's length, learned as they come.
+        self.download_seconds = DOWNLOAD_SHARE * config.limits.expected_runtime
+        self._downloads_seen = 0
+        self.night_items = 0  # items this run took up to create (--max-items)
         #: Where item changes, spend and the lines for the user go (``runner.events``): the
         #: run's hub, which the request window reports to as well (None: one that only logs).
         self.events = events or logged(log)
@@ -129,6 +143,11 @@ class RunContext:
         self._upload_locks: dict[str, anyio.Lock] = {}
         self._creates_paused_until = 0.0
         self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
+        # Items' tasks still running, and whether the feeder may start more: when both are
+        # done the run is idle (the deadline's watch stops waiting).
+        self._working = 0
+        self._feeding = True
+        self._idle = anyio.Event()
         self._downloads = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._said: set[str] = set()  # the lines said once per run (say_once)
         #: The API keys the run works with (``accounts``), set when it starts.
@@ -147,6 +166,65 @@ class RunContext:
     def api(self, job: Job) -> Api:
         """The client of ``job``'s account: every request about its prediction goes there."""
         return self.account(job).client
+
+    # -- the night shift (runner.night) --------------------------------------------------------
+
+    def model_runtime(self, model: str) -> policy.RuntimeModel:
+        """What the batch has learned of ``model``'s run times."""
+        if model not in self.model_runtimes:
+            self.model_runtimes[model] = policy.RuntimeModel(self.limits.expected_runtime)
+        return self.model_runtimes[model]
+
+    def begin_night(self) -> None:
+        """Put the night's deadline (a wall-clock time) on the run's monotonic clock."""
+        if self.night.deadline is not None:
+            left = (self.night.deadline - datetime.now(UTC)).total_seconds()
+            self.deadline = anyio.current_time() + left
+
+    def fits_tonight(self, job: Job) -> bool:
+        """Whether ``job``, created now, is expected on disk by the deadline (always, without
+        one): its model's FIT_QUANTILE run time, a poll step to see its end, a download."""
+        if self.deadline is None:
+            return True
+        pace = Pace(
+            slots=self.limits.concurrency,
+            see_end=self.limits.poll_min,
+            download=self.download_seconds,
+        )
+        runtime = self.model_runtime(job.item.model).quantile(FIT_QUANTILE)
+        return fits(now=anyio.current_time(), deadline=self.deadline, runtime=runtime, pace=pace)
+
+    def night_refuses(self, job: Job) -> NightStop | None:
+        """Why ``job`` may not be taken up tonight (--max-items, the deadline), or None."""
+        most = self.night.max_items
+        if most is not None and self.night_items >= most:
+            return NightStop.MAX_ITEMS
+        if not self.fits_tonight(job):
+            return NightStop.DEADLINE
+        return None
+
+    def stop_for_night(self, why: NightStop, job: Job | None = None) -> None:
+        """No new item is taken up tonight: said once, the rest stays pending for the next run.
+        Items already taken up go on (a create that could no longer finish by the deadline is
+        still not sent: ``fits_tonight`` before each)."""
+        if self.outcome.night_stop is None:
+            self.outcome.night_stop = why
+            running = sum(
+                1 for j in self.outcome.jobs.values() if j.state.state is JobState.SUBMITTED
+            )
+            reason = {
+                NightStop.DEADLINE: "the next item could not finish by the deadline",
+                NightStop.MAX_ITEMS: f"--max-items {self.night.max_items} items were taken up",
+                NightStop.MAX_SPEND: "the next create could take this run over --max-spend",
+            }[why]
+            self.say(
+                logging.WARNING,
+                "%s%s: no more creates tonight; %d running are followed, the rest is left for "
+                "the next run",
+                "" if job is None else f"{job.item.id}: ",
+                reason,
+                running,
+            )
 
     def _stopped(self, kind: str, exc: BaseException) -> None:
         if self.outcome.stopped is None:
@@ -170,8 +248,11 @@ class RunContext:
         return self.spend.holds(key) or self.spend.reserve(key, job.item.price_usd)
 
     def _budget_reached(self, job: Job) -> None:
-        """The next create could take the batch over --budget: no new item is started (items
-        that hold their reservation go on)."""
+        """The next create could take the batch over --budget (or this run over
+        --max-spend): no new item is started (items that hold their reservation go on)."""
+        if not self.spend.fits_run(job.item.price_usd):
+            self.stop_for_night(NightStop.MAX_SPEND, job)
+            return
         if not self.outcome.budget_reached:
             self.outcome.budget_reached = True
             self.say(

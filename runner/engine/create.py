@@ -18,9 +18,10 @@ from runner.engine import decisions, policy
 from runner.engine.base import Job
 from runner.engine.decisions import Outcome, Phase, Step
 from runner.engine.reconcile import Reconciling, Verdict
-from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError
+from runner.errors import AmbiguousCreateError, ApiBrokenError, RunnerError, StopRequested
 from runner.events import Uploading
 from runner.jobs import JobState
+from runner.night import NightStop
 from runner.store import disk
 from runner.store.ledger import EVENT_UPLOAD_GONE, EVENT_UPLOADED
 
@@ -239,6 +240,9 @@ class Creating(Reconciling):
 
         async def write_ahead() -> None:
             nonlocal written
+            if not self.fits_tonight(job):  # the window granted it too late for the deadline
+                self.stop_for_night(NightStop.DEADLINE, job)
+                raise StopRequested("it could not finish by the deadline: it was not sent")
             await self._record(
                 job,
                 JobState.SUBMITTING,

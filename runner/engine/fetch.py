@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 
+import anyio
+
 from runner.api.protocol import RemoteStatus
 from runner.engine import decisions
 from runner.engine.base import RUN_STOPPERS, Job, RunContext
@@ -32,6 +34,7 @@ class Fetching(RunContext):
         item = job.item
         dest = video_path(self.output_dir, item.id)
         async with self._downloads:
+            started = anyio.current_time()
             for fresh_url_tries in range(2):
                 url = job.state.output_url
                 if url is None:
@@ -66,6 +69,7 @@ class Fetching(RunContext):
                     else:
                         self.say(logging.WARNING, "%s: download failed: %s", item.id, exc)
                     return
+                self._downloaded_in(anyio.current_time() - started)
                 await self._record(
                     job,
                     JobState.DOWNLOADED,
@@ -75,6 +79,15 @@ class Fetching(RunContext):
                 )
                 self.say(logging.INFO, "%s: saved %s (%d bytes)", item.id, dest.name, got.bytes)
                 return
+
+    def _downloaded_in(self, seconds: float) -> None:
+        """Learn a download's length (for the deadline's fit): the longest of the last few,
+        fading, so one slow transfer counts for a while and the prior goes at once."""
+        if self._downloads_seen == 0:
+            self.download_seconds = seconds
+        else:
+            self.download_seconds = max(seconds, 0.8 * self.download_seconds + 0.2 * seconds)
+        self._downloads_seen += 1
 
     async def _refresh_url(self, job: Job) -> bool:
         assert job.state.prediction_id is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from runner.api.answers import backoff as backoff  # the engine's back-offs are the API's
@@ -96,6 +97,20 @@ class RuntimeModel:
         weight = PRIOR_WEIGHT / (PRIOR_WEIGHT + n)
         return weight * self.prior_cdf(age) + (1 - weight) * self.empirical_cdf(age)
 
+    def quantile(self, share: float) -> float:
+        """The run time below which ``share`` (0 to 1, exclusive) of predictions finish: the
+        inverse of ``cdf``, found by bisection (the prior's share keeps it above 0)."""
+        low, high = 0.0, max([self.expected * math.exp(5 * PRIOR_SIGMA), *self.observed[-1:]])
+        while self.cdf(high) < share:
+            high *= 2
+        for _ in range(60):
+            middle = (low + high) / 2
+            if self.cdf(middle) < share:
+                low = middle
+            else:
+                high = middle
+        return high
+
     @property
     def trusted(self) -> bool:
         """Whether enough runs were seen for the model's own minimum to replace the prior's."""
@@ -106,6 +121,15 @@ class RuntimeModel:
         if self.trusted:
             return EARLIEST_MARGIN * self.observed[0]
         return self.expected * math.exp(-_Z01 * PRIOR_SIGMA)
+
+
+def by_model(runs: Iterable[tuple[str, float]], expected: float) -> dict[str, RuntimeModel]:
+    """A RuntimeModel per model slug, each learning the ``(model, seconds)`` runs given (an
+    earlier run's successes, say), from a prior around ``expected``."""
+    models: dict[str, RuntimeModel] = {}
+    for model, seconds in runs:
+        models.setdefault(model, RuntimeModel(expected)).observe(seconds)
+    return models
 
 
 def poll_score(model: RuntimeModel, age_now: float, age_last: float) -> float:

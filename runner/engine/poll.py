@@ -20,7 +20,7 @@ from runner.engine.reconcile import listed
 from runner.errors import RunnerError
 from runner.events import PollDue
 from runner.jobs import JobState
-from runner.store.plan import LOST, POLL_ERROR, TIMEOUT, Action
+from runner.store.plan import LOST, NIGHT_CANCELLED, POLL_ERROR, TIMEOUT, Action
 
 #: The same 4xx answer to this many polls in a row: the server will not tell us more.
 MAX_POLL_REFUSALS = 5
@@ -198,7 +198,20 @@ class Polling(RunContext):
                                 "%s: succeeded after all while being cancelled",
                                 job.item.id,
                             )
-                        self.runtimes.observe(policy.finished_age(submitted, last_miss, seen))
+                        runtime = policy.finished_age(submitted, last_miss, seen)
+                        self.runtimes.observe(runtime)
+                        self.model_runtime(job.item.model).observe(runtime)
+                    elif job.night_cancelled and prediction.status is RemoteStatus.CANCELLED:
+                        await self._record(
+                            job,
+                            JobState.FAILED,
+                            prediction_id=prediction_id,
+                            error="cancelled at the deadline (--cancel-at-deadline); the next "
+                            "run submits it again",
+                            error_code=NIGHT_CANCELLED,
+                        )
+                        self.spend.settle(job.item.key, 0)  # a cancelled prediction is not billed
+                        return None
                     elif cancelling is not None and prediction.status is RemoteStatus.CANCELLED:
                         await self._record_timeout(job, prediction_id, cancelling, ended=True)
                         return None

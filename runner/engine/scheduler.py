@@ -34,18 +34,22 @@ from __future__ import annotations
 import gc
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import anyio
+from anyio.abc import TaskGroup
 
 from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
 from runner.api.transfers import SessionFetcher
+from runner.engine import decisions
 from runner.engine.accounts import Account, Accounts
 from runner.engine.base import RUN_STOPPERS, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
+from runner.engine.decisions import Phase, Step
 from runner.engine.fetch import Fetching
 from runner.engine.poll import Polling
 from runner.engine.reconcile import Verdict
@@ -54,11 +58,15 @@ from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
     InternalError,
+    RunnerError,
     StorageError,
 )
 from runner.jobs import JobState
 from runner.keys import fingerprint
+from runner.night import GRACE_QUANTILE, NightStop, submit_order
 from runner.store.plan import Action
+from runner.store.plan import Step as PlanStep
+from runner.walltime import duration
 
 __all__ = ["BatchRunner"]
 
@@ -96,34 +104,43 @@ class BatchRunner(Creating, Polling, Fetching):
         self.fetcher = fetcher
         for step in self.plan.steps:
             self.outcome.jobs[step.item.id] = Job(step.item, step.state)
+        self.begin_night()
         # What exists now (items, plan, config) lives as long as the run: kept out of the
         # collector's full passes, which at a thousand in flight held the loop up to ~0.1 s.
         gc.freeze()
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                if self.deadline is not None:
+                    tg.start_soon(self._watch_deadline)
                 for step in self.plan.steps:
                     job = self.outcome.jobs[step.item.id]
                     if step.action is Action.DOWNLOAD:
-                        tg.start_soon(self._download_only, job)
+                        self._spawn(tg, self._download_only, job)
                     elif step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
                         self.accounts.force(self.account(job))
-                        tg.start_soon(self._in_flight, job, step.action)
-                for step in self.plan.steps:
-                    if step.action is not Action.SUBMIT:
-                        continue
+                        self._spawn(tg, self._in_flight, job, step.action)
+                for step in self._submit_order():
                     account = await self.accounts.acquire()
                     if account is None:  # every key refused creates
                         break
                     job = self.outcome.jobs[step.item.id]
                     job.account = account
-                    # Reserved here, in manifest order, so a budget admits the first items.
+                    why = None if self._stop_submitting else self.night_refuses(job)
+                    if why is not None:
+                        self.stop_for_night(why, job)
+                        self.accounts.release(account)
+                        break
+                    # Reserved here, in the order of creates, so a budget admits the first.
                     if self._stop_submitting or not self._reserve(job):
                         if not self._stop_submitting:
                             self._budget_reached(job)
                         self.accounts.release(account)
                         break
-                    tg.start_soon(self._in_flight, job, step.action)
+                    self.night_items += 1
+                    self._spawn(tg, self._in_flight, job, step.action)
+                self._feeding = False
+                self._maybe_idle()
         except* AccountError as group:
             self.outcome.account_error = str(group.exceptions[0])
         except* StorageError as group:
@@ -139,6 +156,84 @@ class BatchRunner(Creating, Polling, Fetching):
         finally:
             gc.unfreeze()
         return self.outcome
+
+    def _submit_order(self) -> list[PlanStep]:
+        """The items to create, in the order the run creates them (``runner.night``)."""
+        steps = [step for step in self.plan.steps if step.action is Action.SUBMIT]
+        return submit_order(
+            steps,
+            self.night.order,
+            priority=lambda step: step.item.priority,
+            expected=lambda step: self.model_runtime(step.item.model).quantile(0.5),
+        )
+
+    def _spawn(self, tg: TaskGroup, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start one item's task in ``tg``, counted, so the run knows when all have ended."""
+        self._working += 1
+
+        async def counted() -> None:
+            try:
+                await work(*args)
+            finally:
+                self._working -= 1
+                self._maybe_idle()
+
+        tg.start_soon(counted)
+
+    def _maybe_idle(self) -> None:
+        if not self._feeding and self._working == 0:
+            self._idle.set()
+
+    async def _watch_deadline(self) -> None:
+        """At the deadline, stop creating; wait up to the grace for the predictions still
+        running (and their downloads); then (with --cancel-at-deadline, cancel them and watch
+        for ``cancel_grace``) end the run: what still runs is picked up by the next one."""
+        assert self.deadline is not None
+        with anyio.move_on_after(self.deadline - anyio.current_time()):
+            await self._idle.wait()
+            return
+        self.stop_for_night(NightStop.DEADLINE)
+        grace = self.night.grace
+        if grace is None:
+            grace = self.runtimes.quantile(GRACE_QUANTILE)
+        self.say(
+            logging.INFO,
+            "the deadline has come: waiting up to %s for the predictions still running",
+            duration(grace),
+        )
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+            return
+        if self.night.cancel_at_deadline:
+            await self._cancel_running()
+            with anyio.move_on_after(self.limits.cancel_grace):
+                await self._idle.wait()
+                return
+        running = [j for j in self.outcome.jobs.values() if j.state.state is JobState.SUBMITTED]
+        self.say(
+            logging.WARNING,
+            "the grace after the deadline is over: %d predictions still running are left for "
+            "the next run (not cancelled)",
+            len(running),
+        )
+        self.cancel()
+
+    async def _cancel_running(self) -> None:
+        """--cancel-at-deadline: ask the server to cancel every prediction still running (best
+        effort: the polls tell how each ends)."""
+        for job in list(self.outcome.jobs.values()):
+            prediction_id = job.state.prediction_id
+            if job.state.state is not JobState.SUBMITTED or prediction_id is None:
+                continue
+            job.night_cancelled = True
+            try:
+                await self.api(job).cancel(prediction_id)
+            except RunnerError as exc:
+                if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:
+                    raise
+                self.say(logging.WARNING, "%s: cancel at the deadline failed: %s", job.item.id, exc)
+            else:
+                self.say(logging.INFO, "%s: cancel asked at the deadline", job.item.id)
 
     def cancel(self) -> None:
         """End the run now; creates already sent still get their answer recorded."""

@@ -32,7 +32,9 @@ from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items", "items_from", "columns")
 DEFAULTS_KEYS = ("prompt_optimizer", "input")
-ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "input", "meta")
+ITEM_KEYS = ("id", "image", "prompt", "model", "prompt_optimizer", "priority", "input", "meta")
+#: An item's ``priority:`` is a whole number within this (higher is created first).
+MAX_PRIORITY = 1_000_000
 
 _HINTS: dict[str, str] = {
     "first_frame_image": 'the image goes in "image"',
@@ -223,6 +225,7 @@ class Fields:
     input: dict[str, Any]
     places: dict[str, Place] = field(default_factory=dict)
     meta: dict[str, Any] | None = None  # the item's ``meta`` mapping, if it has one
+    priority: int = 0  # higher is created first (``runner.night.submit_order``)
 
     @property
     def line(self) -> int:
@@ -267,6 +270,7 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
         optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
     extra = read_input(reader, found["input"][1], scope, places) if "input" in found else {}
     meta = read_meta(reader, found["meta"][1], scope) if "meta" in found else None
+    priority = _priority(reader, found["priority"][1], scope) if "priority" in found else 0
     model_input: dict[str, Any] = {"prompt": prompt}
     if optimizer is not None:
         model_input["prompt_optimizer"] = optimizer
@@ -285,7 +289,25 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
         model_input,
         places,
         meta,
+        priority,
     )
+
+
+def _priority(reader: Reader, node: Node, scope: Scope) -> int:
+    """An item's ``priority``: a whole number (higher goes first), or 0 after reporting."""
+    context = scope.at("priority")
+    ok, value = reader.value(node, context) if isinstance(node, ScalarNode) else (True, None)
+    if not ok:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_PRIORITY:
+        return value
+    reader.error(
+        node,
+        context,
+        f"must be a whole number from -{MAX_PRIORITY:,} to {MAX_PRIORITY:,} (higher is created "
+        f"first), not {kind_of(node, value)}",
+    )
+    return 0
 
 
 def _required_string(

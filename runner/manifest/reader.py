@@ -116,6 +116,8 @@ class Item:
     #: The item's ``meta`` mapping as written (None: none given): passed through to the
     #: results untouched, never sent to the API and never part of ``key``.
     meta: Mapping[str, Any] | None = field(default=None, hash=False)
+    #: The item's ``priority:`` (higher is created first; ``runner.night.submit_order``).
+    priority: int = 0
 
     @property
     def label(self) -> str:
@@ -321,6 +323,7 @@ def _build_item(f: Fields, item_id: str, top: Top) -> Item:
         price_usd=price,
         places=f.places,
         meta=f.meta,
+        priority=f.priority,
     )
 
 

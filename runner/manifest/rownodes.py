@@ -5,7 +5,7 @@ per header (CSV) or per set of keys (JSONL), which column fills which item field
 manifest's ``columns``; ``item_node`` builds the row's node, every value marked (``FileMark``)
 with its line and column in the catalog, so that ``runner.manifest.fields`` checks it with the
 rules of a YAML item and its problems name the catalog. CSV cells are text but for
-``prompt_optimizer`` and ``input.*``, read as JSON when they are JSON (``typed``).
+``prompt_optimizer``, ``priority`` and ``input.*``, read as JSON when they are JSON (``typed``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from runner.manifest.yamlnodes import FileMark
 
 #: The item fields a column may fill, and the optional ones an empty cell leaves unset.
-FIELDS = ("id", "image", "prompt", "model", "prompt_optimizer", "input", "meta")
-_OPTIONAL = ("model", "prompt_optimizer")
+FIELDS = ("id", "image", "prompt", "model", "prompt_optimizer", "priority", "input", "meta")
+_OPTIONAL = ("model", "prompt_optimizer", "priority")
+#: The fields a CSV cell fills with JSON when it is JSON (a number, true): text otherwise.
+_TYPED = ("prompt_optimizer", "priority")
 _GROUPS = ("input", "meta")
 _TAG = "tag:yaml.org,2002:"
 _JSON_STARTS = frozenset('-0123456789[{"n')
@@ -79,7 +81,7 @@ def item_node(record: Record, layout: Layout, name: str, line: int, *, text: boo
         value, number = record[column]
         if _unset(value, text) and item_field in _OPTIONAL:
             continue
-        if text and item_field == "prompt_optimizer":
+        if text and item_field in _TYPED:
             value = typed(value)
         entries.append((str_node(item_field, mark), json_node(value, mark_at(name, line, number))))
     for group in _GROUPS:

@@ -8,6 +8,7 @@ take ``spent + reserved`` over the budget.
 
 The budget counts the batch, not just this run: ``spent_before`` is what the ledger already
 records (``recorded_spend``), and predictions resumed in flight are counted with ``hold``.
+``run_cap`` (``--max-spend``) counts this run alone: what its own creates reserved and spent.
 """
 
 from __future__ import annotations
@@ -35,10 +36,20 @@ class Budget:
     shortest repr.
     """
 
-    def __init__(self, budget_usd: Amount | None, *, spent_before: Amount = ZERO) -> None:
+    def __init__(
+        self,
+        budget_usd: Amount | None,
+        *,
+        spent_before: Amount = ZERO,
+        run_cap: Amount | None = None,
+    ) -> None:
         self.budget_usd = None if budget_usd is None else _amount(budget_usd)
         self.spent = _amount(spent_before)
         self._reserved: dict[str, Decimal] = {}
+        #: This run's own allowance (--max-spend): what its creates reserved and spent.
+        self.run_cap = None if run_cap is None else _amount(run_cap)
+        self.run_spent = ZERO
+        self._run_reserved: dict[str, Decimal] = {}
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, changed: Callable[[], None]) -> None:
@@ -55,10 +66,20 @@ class Budget:
         return sum(self._reserved.values(), ZERO)
 
     def fits(self, estimate: Amount) -> bool:
-        """Whether one more prediction of ``estimate`` stays within the budget."""
+        """Whether one more prediction of ``estimate`` stays within the budget (and within
+        this run's cap)."""
+        if not self.fits_run(estimate):
+            return False
         if self.budget_usd is None:
             return True
         return self.spent + self.reserved + _amount(estimate) <= self.budget_usd
+
+    def fits_run(self, estimate: Amount) -> bool:
+        """Whether one more create of ``estimate`` stays within this run's cap."""
+        if self.run_cap is None:
+            return True
+        held = sum(self._run_reserved.values(), ZERO)
+        return self.run_spent + held + _amount(estimate) <= self.run_cap
 
     def reserve(self, key: str, estimate: Amount) -> bool:
         """Reserve ``estimate`` for the create of ``key``; False (nothing reserved) if over budget.
@@ -70,6 +91,8 @@ class Budget:
         if not self.fits(estimate):
             return False
         self._reserved[key] = _amount(estimate)
+        if self.run_cap is not None:
+            self._run_reserved[key] = _amount(estimate)
         self._changed()
         return True
 
@@ -91,10 +114,13 @@ class Budget:
         estimate = self._reserved.pop(key, None)
         amount = _amount(cost) if cost is not None else estimate
         self.spent += amount or ZERO
+        if self._run_reserved.pop(key, None) is not None:
+            self.run_spent += amount or ZERO
         self._changed()
 
     def release(self, key: str) -> None:
         """The create of ``key`` created nothing: drop its reservation (if any)."""
+        self._run_reserved.pop(key, None)
         if self._reserved.pop(key, None) is not None:
             self._changed()
 

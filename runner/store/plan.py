@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from runner.config import RetryFailed, retries
@@ -25,6 +25,9 @@ TIMEOUT = "timeout"
 LOST = "LOST"
 POLL_ERROR = "POLL_ERROR"
 RECHECK_CODES = frozenset({TIMEOUT, LOST, POLL_ERROR, "NOT_FOUND"})
+#: A prediction cancelled at a night's deadline (--cancel-at-deadline): it was not billed, and
+#: the item is submitted again by the next run without --retry-failed.
+NIGHT_CANCELLED = "cancelled_at_deadline"
 
 
 class Action(enum.StrEnum):
@@ -84,6 +87,15 @@ def make_plan(
     return Plan(tuple(steps))
 
 
+def past_runtimes(plan: Plan) -> Iterator[tuple[str, float]]:
+    """(model, seconds) of every success the ledger records a run time for: what earlier runs
+    learned of each model's run times."""
+    for step in plan.steps:
+        state = step.state
+        if state.predict_time and state.state in (JobState.SUCCEEDED, JobState.DOWNLOADED):
+            yield step.item.model, state.predict_time
+
+
 def picks_up(state: KeyState) -> bool:
     """Whether a plain run (no ``--retry-failed``) takes up this failed item again by itself,
     at no cost: a paid video downloaded again, a prediction given up on asked about again."""
@@ -107,6 +119,8 @@ def _action(state: KeyState, file_ok: bool, retry_failed: RetryFailed) -> Action
         and state.prediction_id is not None
     ):
         return Action.RECHECK  # it may have finished (and been billed) after we gave up
+    if state.state is JobState.FAILED and state.error_code == NIGHT_CANCELLED:
+        return Action.SUBMIT  # stopped for the night, not a failure of the item
     if state.state is JobState.FAILED:
         return Action.SUBMIT if retries(retry_failed, state.error_code) else Action.FAILED
     return Action.SUBMIT

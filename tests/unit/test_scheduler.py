@@ -8,10 +8,12 @@ and reads what happened from the fake's log of calls, its predictions and the le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,10 @@ from runner.jobs import JobState, item_key
 from runner.keys import fingerprint
 from runner.manifest import Item
 from runner.models import DEFAULT_MODEL, image_field
+from runner.night import Night, NightStop
 from runner.store import ledger
 from runner.store.budget import Budget
-from runner.store.plan import TIMEOUT, make_plan
+from runner.store.plan import NIGHT_CANCELLED, TIMEOUT, Action, make_plan
 from runner.store.writer import LedgerWriter
 from tests.fakes import NEVER_ENDS, Call, FakeApi, FakeFetcher, Fetch, Script, gone
 
@@ -142,6 +145,7 @@ async def run(
     disk_delay: float = 0.0,
     more: Sequence[FakeApi] = (),
     states: Mapping[str, ledger.KeyState] | None = None,
+    night: Night | None = None,
 ) -> Ran:
     """Run ``items`` as ``runner.batch`` does, against ``api``; ``meanwhile(runner)`` runs
     beside it (to stop it, say); each ledger record takes ``disk_delay`` s to write. ``more``
@@ -154,11 +158,13 @@ async def run(
         api_key="fake-key",
         limits=limits,
         more_api_keys=tuple(f"fake-key-{n}" for n in range(2, len(more) + 2)),
+        night=night or Night(),
     )
     plan = make_plan(items, states or {}, file_ok={})
     path = tmp_path / ledger.LEDGER_NAME
     async with SlowDisk(path, disk_delay) if disk_delay else LedgerWriter(path) as writer:
-        runner = BatchRunner(config, plan, writer, {}, spend=Budget(budget))
+        spend = Budget(budget, run_cap=config.night.max_spend)
+        runner = BatchRunner(config, plan, writer, {}, spend=spend)
         began = anyio.current_time()
         async with anyio.create_task_group() as tg:
             if meanwhile is not None:
@@ -507,3 +513,108 @@ async def test_no_create_is_let_go_once_a_refusal_that_stops_submitting_came_bac
     creates = [call for call in api.calls if call.method == "create"]
     refused = [call for call in creates if call.nth > 1]
     assert all(call.granted <= refused[0].at for call in creates), creates
+
+
+# -- the night shift (runner.night) ---------------------------------------------------------
+
+
+def tonight(seconds: float, **options: Any) -> Night:
+    """A night whose deadline is ``seconds`` from now (the run's clock counts from here)."""
+    return Night(deadline=datetime.now(UTC) + timedelta(seconds=seconds), **options)
+
+
+async def test_a_deadline_lets_no_create_go_that_could_not_finish_and_every_created_item_ends(
+    tmp_path: Path,
+) -> None:
+    items = make_items(40)
+    runtime = 200.0
+    api = fake(script=lambda input, attempt: Script(runtime=runtime))
+    ran = await run(tmp_path, items, api, night=tonight(700))
+    creates = [call.at for call in api.calls if call.method == "create"]
+    deadline = ran.began + 700
+    # No create went after the point where its item could no longer finish; the ones that
+    # did go all ended done (none cancelled, none lost), and the rest waits, never sent.
+    assert creates and max(creates) + runtime <= deadline
+    created = {shot(p.input) for p in api.runs.values()}
+    assert 0 < len(created) < len(items)
+    assert all(ran.state(items[i]) is JobState.DOWNLOADED for i in created)
+    assert all(ran.state(item) is JobState.PENDING for item in items if item.index not in created)
+    assert api.count("cancel") == 0
+    assert ran.outcome.night_stop is NightStop.DEADLINE
+    assert ran.ended <= deadline
+
+
+async def test_predictions_running_at_the_deadline_are_waited_for_the_grace_then_left(
+    tmp_path: Path,
+) -> None:
+    items = make_items(3)
+    api = fake(script=lambda input, attempt: Script(runtime=5000.0 if shot(input) == 0 else 200))
+    ran = await run(tmp_path, items, api, night=tonight(700, grace=120.0))
+    assert ran.began + 700 + 120 - 1 <= ran.ended <= ran.began + 700 + 120 + 30
+    assert ran.state(items[0]) is JobState.SUBMITTED  # still running: the next run polls it
+    assert [ran.state(items[1]), ran.state(items[2])] == [JobState.DOWNLOADED] * 2
+    assert api.count("cancel") == 0
+    assert ran.outcome.night_stop is NightStop.DEADLINE
+
+
+async def test_with_cancel_at_deadline_a_prediction_still_running_is_cancelled_and_resubmitted(
+    tmp_path: Path,
+) -> None:
+    items = make_items(2)
+    api = fake(script=lambda input, attempt: Script(runtime=5000.0 if shot(input) == 0 else 200))
+    night = tonight(700, grace=60.0, cancel_at_deadline=True)
+    ran = await run(tmp_path, items, api, night=night)
+    (long,) = [p for p in api.runs.values() if shot(p.input) == 0]
+    cancels = [call for call in api.calls if call.method == "cancel"]
+    assert [call.target for call in cancels] == [long.id]
+    assert ran.began + 759 <= cancels[0].at <= ran.began + 770
+    state = ran.outcome.jobs[items[0].id].state
+    assert state.state is JobState.FAILED and state.error_code == NIGHT_CANCELLED
+    # Cancelled for the night, not failed: the next run submits it again by itself.
+    again = make_plan(items, {items[0].key: state}, file_ok={})
+    assert again.steps[0].action is Action.SUBMIT
+
+
+async def test_max_items_takes_up_that_many_items_and_leaves_the_rest_pending(
+    tmp_path: Path,
+) -> None:
+    items = make_items(25)
+    api = fake()
+    ran = await run(tmp_path, items, api, night=Night(max_items=7))
+    assert sorted(creates_per_item(api)) == list(range(7))
+    assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * 7 + [
+        JobState.PENDING
+    ] * 18
+    assert ran.outcome.night_stop is NightStop.MAX_ITEMS
+
+
+async def test_max_spend_counts_this_runs_creates_only(tmp_path: Path) -> None:
+    items = make_items(10)
+    first = fake(script=lambda input, attempt: Script(runtime=300.0))
+
+    async def stop_soon(runner: BatchRunner) -> None:
+        await anyio.sleep(30.0)
+        runner.cancel()
+
+    ran = await run(tmp_path, items, first, night=Night(max_items=1), meanwhile=stop_soon)
+    assert ran.state(items[0]) is JobState.SUBMITTED
+    again = fake()
+    again.runs, again.urls = first.runs, first.urls
+    states = ledger.replay(ran.records)
+    # The prediction resumed from the first run does not count against this run's $1.00:
+    # three creates at $0.30 do, a fourth would not fit.
+    ran = await run(tmp_path, items, again, night=Night(max_spend=Decimal("1.00")), states=states)
+    assert again.count("create") == 3
+    assert sorted(creates_per_item(again)) == [0, 1, 2, 3]
+    assert [ran.state(item) for item in items[:4]] == [JobState.DOWNLOADED] * 4
+    assert all(ran.state(item) is JobState.PENDING for item in items[4:])
+    assert ran.outcome.night_stop is NightStop.MAX_SPEND
+
+
+async def test_an_items_priority_puts_its_create_first(tmp_path: Path) -> None:
+    items = make_items(5)
+    items[3] = dataclasses.replace(items[3], priority=5)
+    one_at_a_time = Limits(concurrency=1)
+    api = fake(one_at_a_time)
+    await run(tmp_path, items, api, limits=one_at_a_time)
+    assert [shot(p.input) for p in api.runs.values()] == [3, 0, 1, 2, 4]
