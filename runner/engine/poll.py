@@ -229,20 +229,26 @@ class Polling(RunContext):
         """Lower goes first: minus the chance this poll finds the prediction finished."""
         return -policy.poll_score(self.runtimes, now - submitted, age_last)
 
+    async def _ask_cancel(self, job: Job, prediction_id: str, why: str) -> bool:
+        """Ask the server to cancel ``job``'s prediction; whether it took the request. Cancel is
+        best effort: whatever it answers, polling tells how the prediction ends (an answer that
+        stops the run is raised)."""
+        try:
+            await self.api(job).cancel(prediction_id)
+        except RunnerError as exc:
+            if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:
+                raise
+            self.say(logging.WARNING, "%s: cancel %s failed: %s", job.item.id, why, exc)
+            return False
+        return True
+
     async def _cancel_late(
         self, job: Job, prediction_id: str, poll_error: RunnerError | None
     ) -> tuple[str, str]:
         """Cancel a prediction past ``--item-timeout``. Cancel is best effort: the caller polls
         on to learn how it ends. Returns the failure (error, code) to record if it ends
         cancelled: a timeout, or the poll error that kept us blind."""
-        try:
-            await self.api(job).cancel(prediction_id)
-        except RunnerError as exc:
-            # Best effort: whatever it answers, polling tells how the prediction ends.
-            if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:
-                raise
-            self.say(logging.WARNING, "%s: cancel after timeout failed: %s", job.item.id, exc)
-        else:
+        if await self._ask_cancel(job, prediction_id, "after timeout"):
             self.say(
                 logging.WARNING,
                 "%s: no result after %.0f s; cancel asked, watching how it ends",

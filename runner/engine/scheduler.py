@@ -45,11 +45,9 @@ from runner.api.port import Api, VideoFetcher
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.api.ratelimit import RateLimiter
 from runner.api.transfers import SessionFetcher
-from runner.engine import decisions
 from runner.engine.accounts import Account, Accounts
 from runner.engine.base import RUN_STOPPERS, Job, RunOutcome, mono_from_iso
 from runner.engine.create import Creating
-from runner.engine.decisions import Phase, Step
 from runner.engine.fetch import Fetching
 from runner.engine.poll import Polling
 from runner.engine.reconcile import Verdict
@@ -58,7 +56,6 @@ from runner.errors import (
     ApiBrokenError,
     ApiUnavailableError,
     InternalError,
-    RunnerError,
     StorageError,
 )
 from runner.jobs import JobState
@@ -226,13 +223,7 @@ class BatchRunner(Creating, Polling, Fetching):
             if job.state.state is not JobState.SUBMITTED or prediction_id is None:
                 continue
             job.night_cancelled = True
-            try:
-                await self.api(job).cancel(prediction_id)
-            except RunnerError as exc:
-                if decisions.decide(Phase.CANCEL, decisions.classify(exc)) is not Step.POLL_ON:
-                    raise
-                self.say(logging.WARNING, "%s: cancel at the deadline failed: %s", job.item.id, exc)
-            else:
+            if await self._ask_cancel(job, prediction_id, "at the deadline"):
                 self.say(logging.INFO, "%s: cancel asked at the deadline", job.item.id)
 
     def cancel(self) -> None:
