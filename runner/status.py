@@ -64,6 +64,8 @@ class BatchStatus:
     lock: LockState
     last_event: str | None  # the ts of the ledger's last record
     warnings: tuple[str, ...]
+    #: The last summary's ``night``: what stopped that run for the night (None: nothing did).
+    night: Mapping[str, Any] | None = None
 
     @property
     def ran(self) -> bool:
@@ -192,7 +194,13 @@ def describe(
         lock=lock,
         last_event=view.last_ts,
         warnings=tuple(warnings),
+        night=_night(summary),
     )
+
+
+def _night(summary: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    night = summary.get("night") if summary is not None else None
+    return night if isinstance(night, dict) and isinstance(night.get("stopped_by"), str) else None
 
 
 def read_status(directory: Path) -> BatchStatus:
@@ -279,5 +287,6 @@ def as_json(status: BatchStatus, now: datetime) -> dict[str, Any]:
         "last_command": status.last_command,
         "resume_command": status.resume_command,
         "retry_command": status.retry_command,
+        "night": None if status.night is None else dict(status.night),
         "warnings": list(status.warnings),
     }

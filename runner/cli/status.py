@@ -96,6 +96,13 @@ def render(status: BatchStatus, now: datetime) -> str:
             f"ambiguous{wait}; the next run looks their creates up before anything else: "
             f"{_ids(status.ambiguous)}"
         )
+    night = status.night
+    if night is not None and (counts["pending"] or counts["running"]):
+        until = f" ({night['deadline']})" if night.get("deadline") else ""
+        lines.append(
+            f"the last run stopped for the night ({night['stopped_by']}{until}): the next run "
+            "takes up the pending items and polls the running ones, creating none twice"
+        )
     lines += _next_lines(status)
     lines += [f"warning: {warning}" for warning in status.warnings]
     return "\n".join(lines)

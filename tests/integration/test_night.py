@@ -96,6 +96,13 @@ async def test_max_items_from_the_command_line_exits_75_with_the_next_nights_com
     assert summary["counts"] == {"total": 5, "done": 2, "failed": 0, "pending": 3, "running": 0}
     text = out.getvalue() + err.getvalue()
     assert "next night: i2v-runner run" in text and "--max-items 2" in text
+    # The morning's status says so, and its JSON carries the summary's night.
+    shown = io.StringIO()
+    assert await command(["status", str(output)], out=shown, err=io.StringIO()) == 0
+    assert "the last run stopped for the night (max_items)" in shown.getvalue()
+    shown = io.StringIO()
+    assert await command(["status", str(output), "--json"], out=shown, err=io.StringIO()) == 0
+    assert json.loads(shown.getvalue())["night"] == {"stopped_by": "max_items", "deadline": None}
     # The same command the next night takes the next two.
     code = await command(args, out=io.StringIO(), err=io.StringIO())
     assert code == EXIT_NOT_FINISHED

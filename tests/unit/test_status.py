@@ -278,7 +278,7 @@ async def test_status_json_is_one_object_with_the_documented_keys(tmp_path: Path
     assert list(status) == [
         "directory", "batch", "ran", "counts", "states", "spent_usd", "in_flight", "ambiguous",
         "failures", "lock", "last_event", "last_command", "resume_command", "retry_command",
-        "warnings",
+        "night", "warnings",
     ]  # fmt: skip
     assert status["states"] == {
         "pending": 1, "submitting": 1, "submitted": 1, "succeeded": 1, "downloaded": 1,
