@@ -41,6 +41,15 @@ class Account:
     #: Set when this account sends no more creates (refused, or the run stops submitting):
     #: creates still waiting for its window give up, unsent.
     closed: anyio.Event = field(default_factory=anyio.Event)
+    #: A 429 on a create holds this account's creates until then (monotonic), or until one
+    #: of its predictions ends (``ended``, set and renewed each time).
+    creates_paused_until: float = 0.0
+    ended: anyio.Event = field(default_factory=anyio.Event)
+
+    def one_ended(self) -> None:
+        """One of this account's predictions ended here: its paused creates may try again."""
+        self.ended.set()
+        self.ended = anyio.Event()
 
     @classmethod
     def of_key(

@@ -141,8 +141,6 @@ class RunContext:
         self._shielded: set[anyio.CancelScope] = set()  # creates on the wire
         self._nonsense = 0  # create answers in a row that made no sense
         self._upload_locks: dict[str, anyio.Lock] = {}
-        self._creates_paused_until = 0.0
-        self._ended = anyio.Event()  # set (and renewed) whenever one of our predictions ends
         # Items' tasks still running, and whether the feeder may start more: when both are
         # done the run is idle (the deadline's watch stops waiting).
         self._working = 0

@@ -100,10 +100,12 @@ class Creating(Reconciling):
         )
         return True
 
-    async def _wait_for_create_window(self) -> None:
-        """Hold creates while a 429 pause is on: until one of ours ends or the backoff passes."""
-        while (wait := self._creates_paused_until - anyio.current_time()) > 0:
-            ended = self._ended
+    async def _wait_for_create_window(self, job: Job) -> None:
+        """Hold ``job``'s create while a 429 pause is on for its account: until one of that
+        account's predictions ends or the backoff passes (another account's are not held)."""
+        account = self.account(job)
+        while (wait := account.creates_paused_until - anyio.current_time()) > 0:
+            ended = account.ended
             with anyio.move_on_after(wait):
                 await ended.wait()
                 return
@@ -131,7 +133,7 @@ class Creating(Reconciling):
                     job.attempts_this_run,
                 )
                 return False
-            await self._wait_for_create_window()
+            await self._wait_for_create_window(job)
             if self._stop_submitting:
                 return False
             try:
@@ -180,8 +182,9 @@ class Creating(Reconciling):
                     pause = retry_after or policy.backoff(
                         refusals, base=self.limits.poll_min, cap=60.0, rng=self.rng
                     )
-                    self._creates_paused_until = max(
-                        self._creates_paused_until, anyio.current_time() + pause
+                    account = self.account(job)
+                    account.creates_paused_until = max(
+                        account.creates_paused_until, anyio.current_time() + pause
                     )
                 case Step.RECONCILE:
                     assert isinstance(attempt.error, AmbiguousCreateError)

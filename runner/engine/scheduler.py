@@ -249,8 +249,7 @@ class BatchRunner(Creating, Polling, Fetching):
             raise
         finally:
             self.accounts.release(self.account(job))
-            self._ended.set()
-            self._ended = anyio.Event()
+            self.account(job).one_ended()
         if prediction is not None and prediction.status is RemoteStatus.SUCCESS:
             await self._download(job)
 

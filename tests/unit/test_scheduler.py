@@ -26,7 +26,13 @@ from runner.config import Limits, RunConfig
 from runner.engine.accounts import Account, Accounts
 from runner.engine.base import RunOutcome
 from runner.engine.scheduler import BatchRunner
-from runner.errors import AccountError, ApiBrokenError, DownloadError, RunnerError
+from runner.errors import (
+    AccountError,
+    ApiBrokenError,
+    CapacityError,
+    DownloadError,
+    RunnerError,
+)
 from runner.jobs import JobState, item_key
 from runner.keys import fingerprint
 from runner.manifest import Item
@@ -618,3 +624,27 @@ async def test_an_items_priority_puts_its_create_first(tmp_path: Path) -> None:
     api = fake(one_at_a_time)
     await run(tmp_path, items, api, limits=one_at_a_time)
     assert [shot(p.input) for p in api.runs.values()] == [3, 0, 1, 2, 4]
+
+
+async def test_a_429_on_one_keys_create_pauses_that_key_only(tmp_path: Path) -> None:
+    """The first key's account is full (another client's predictions fill it) for 300 s: its
+    creates are answered 429 with Retry-After 300 s and wait that long, or until one of its
+    own predictions ends (it has none); the second key's predictions ending does not send
+    them again early, and the second key's creates go on."""
+    items = make_items(12)
+    two_each = Limits(concurrency=2)
+
+    def full(call: Call) -> CapacityError | None:
+        if call.method == "create" and call.at < 300.0:
+            return CapacityError(429, "too many predictions in flight", retry_after=300.0)
+        return None
+
+    script = functools.partial(lambda input, attempt: Script(runtime=20.0))
+    one = fake(two_each, script=script, prefix="a", fault=full)
+    two = fake(two_each, script=script, prefix="b")
+    ran = await run(tmp_path, items, one, more=[two], limits=two_each)
+    assert [ran.state(item) for item in items] == [JobState.DOWNLOADED] * len(items)
+    first = [call.at for call in one.calls if call.method == "create"]
+    second = [call.at for call in two.calls if call.method == "create"]
+    assert all(at < 1.0 or at >= 300.0 for at in first)  # the paused key waited its pause
+    assert any(1.0 < at < 300.0 for at in second)  # the other did not
