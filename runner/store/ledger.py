@@ -5,7 +5,10 @@ before the runner acts on what they say, so after any crash the ledger tells wha
 The file is never rewritten. Reading tolerates a torn last line (power loss mid-write: ignored
 with a warning) and reports any other undecodable line by number, never silently.
 
-The codec and the replay (records → one ``KeyState`` per item key) are pure.
+The codec and the replay (records → one ``KeyState`` per item key) are pure. Reading has a
+quick path for lines as ``encode`` writes them (``plain_record``) and the whole one for any
+other (``checked``), which gives every reason; a replay of its own states works on drafts in
+place (``advance``, ``seal``). Both give what the plain way gives (tests/unit/test_fast_reading).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeGuard, cast
+
+import orjson
 
 from runner.config import open_regular_file
 from runner.errors import LedgerError
@@ -67,40 +72,56 @@ def decode(line: str) -> dict[str, Any]:
     record names its prediction. JSON's NaN and Infinity are refused anywhere. The reason
     names the field, never its value.
 
-    A line as ``encode`` writes it (an object, nothing after it but its newline) is parsed by
-    the JSON scanner alone; any other, or one it cannot parse, by the whole decoder, which
-    gives the reason. A string field is checked in line; the other checks are called.
+    A line as ``encode`` writes it is taken by ``plain_record``; any other goes through the
+    whole decoder and every check (``checked``), which give the reason.
     """
-    record: Any = None
-    if line[:1] == "{":
-        try:
-            record, end = _SCAN(line, 0)
-        except (ValueError, StopIteration, RecursionError):
-            record = None  # the decoder below says why
-        else:
-            if end != len(line) and line[end:] != "\n" and line[end:].strip(_JSON_SPACE):
-                record = None  # "Extra data": the decoder says it
-    if record is None:
-        try:
-            record = _DECODER.decode(line)
-        except RecursionError:
-            raise ValueError("nested too deeply") from None
+    record = plain_record(line)
+    return checked(line) if record is None else record
+
+
+def plain_record(line: str | bytes) -> dict[str, Any] | None:
+    """The record on ``line`` (text, or its UTF-8 bytes) if it is plainly one, else None.
+
+    The quick way in for lines as ``encode`` writes them: orjson parses the line (twice as
+    fast as ``json``) and each field has a quick check (``_QUICK``). It only ever says yes:
+    whatever it is unsure of (a line orjson refuses, a field that fails its quick check, a
+    container or a number orjson may read otherwise than ``json``) gives None, and then
+    ``checked`` decides and says why. So it takes no line ``checked`` refuses and gives the
+    very record ``checked`` gives.
+    """
+    try:
+        record = _loads(line)
+    except ValueError:  # orjson.JSONDecodeError, invalid UTF-8 included
+        return None
+    if type(record) is not dict or "item" not in record or "key" not in record:
+        return None
+    event = record.get("event")
+    if type(event) is not str or (event == _SUBMITTED and "prediction_id" not in record):
+        return None
+    quick, looked_at = _QUICK, _LOOKED_AT
+    for name, value in record.items():
+        if type(value) is str and name not in looked_at:
+            continue
+        if not quick.get(name, _unread)(value):
+            return None
+    return record
+
+
+def checked(line: str) -> dict[str, Any]:
+    """``decode`` the whole way: the JSON decoder, then every check in ``FIELD_CHECKS``'s order;
+    ValueError with the reason if the line is not a record."""
+    try:
+        record = _DECODER.decode(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
-    if "item" not in record or "key" not in record or "event" not in record:
-        for name in ("item", "key", "event"):
-            if name not in record:
-                raise ValueError(f"no {name!r} field")
-    checks = FIELD_CHECKS
-    strings = _STRING_FIELDS
-    for name, value in record.items():  # a record's few fields, not every check
-        if name in strings and type(value) is str:
-            continue
-        check = checks.get(name)
-        if check is not None and check(value) is not None:
-            for name, check in checks.items():  # the first bad field in the checks' order
-                if name in record and (problem := check(record[name])) is not None:
-                    raise ValueError(f"field {name!r} {problem}")
+    for name in ("item", "key", "event"):
+        if name not in record:
+            raise ValueError(f"no {name!r} field")
+    for name, check in FIELD_CHECKS.items():
+        if name in record and (problem := check(record[name])) is not None:
+            raise ValueError(f"field {name!r} {problem}")
     if record["event"] == JobState.SUBMITTED and "prediction_id" not in record:
         raise ValueError("a 'submitted' record without a 'prediction_id'")
     return record
@@ -112,10 +133,8 @@ def _refuse_constant(name: str) -> Any:
 
 #: One decoder for every line (``json.loads`` with an option builds a new one per call).
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-#: Its scanner: an object from a position, without the decoder's steps around it.
-_SCAN: Callable[[str, int], tuple[Any, int]] = cast(Any, _DECODER).scan_once
-#: What JSON counts as white space (``str.strip`` alone would take more).
-_JSON_SPACE = " \t\n\r"
+#: The quick parser of ``plain_record``: bytes or text in; a ValueError for what it refuses.
+_loads: Callable[[str | bytes], Any] = orjson.loads
 
 
 def _string(value: object) -> str | None:
@@ -143,7 +162,7 @@ def _file_name(value: object) -> str | None:
     """A video's file name, joined to the output directory: never a path out of it."""
     if not isinstance(value, str):
         return "must be a string"
-    plain = value not in ("", ".", "..") and not any(c in value for c in "/\\\0")
+    plain = value not in ("", ".", "..") and not ("/" in value or "\\" in value or "\0" in value)
     return None if plain else "must be the name of a file in the output directory"
 
 
@@ -197,18 +216,105 @@ FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
     "reconciled": _flag,
     "retryable": _flag,
 }
-#: The fields whose check is ``_string``: a ``str`` passes it without a call.
-_STRING_FIELDS = frozenset(name for name, check in FIELD_CHECKS.items() if check is _string)
+
+#: Below this size a float orjson gives is the float ``json`` gives: orjson reads an integer
+#: beyond 64 bits as a float where ``json`` keeps the int (a 1 and 19 zeros is 1e19 to it).
+_EXACT = 2.0**63
 
 
-def scan(lines: Iterable[str], warnings: list[str]) -> Iterator[dict[str, Any]]:
-    """The records of a ledger's ``lines`` (each with its newline; only a torn last line
-    lacks one), one at a time; a warning in ``warnings`` for every line skipped."""
+def _text(value: object) -> bool:
+    return type(value) is str
+
+
+def _time(value: object) -> bool:
+    """``_timestamp`` in line (every record has a time)."""
+    if type(value) is not str:
+        return False
+    try:
+        moment = _fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return moment.tzinfo is not None and 1970 <= moment.year <= 9000
+
+
+def _name(value: object) -> bool:
+    return _file_name(value) is None
+
+
+def _whole(value: object) -> bool:
+    return type(value) is int and value >= 0  # type() is int: a bool is not one
+
+
+def _cost(value: object) -> bool:
+    if type(value) is float:
+        return 0 <= value < _EXACT  # no NaN, no infinity
+    return value is None or (type(value) is int and value >= 0)
+
+
+def _seconds(value: object) -> bool:
+    if type(value) is float:
+        return -_EXACT < value < _EXACT
+    return value is None or type(value) is int
+
+
+def _boolean(value: object) -> bool:
+    return type(value) is bool
+
+
+def _unread(value: object) -> bool:
+    """A field no check reads: any value both parsers read alike (a container is not sure)."""
+    if type(value) is float:
+        return -_EXACT < value < _EXACT
+    return type(value) in _SCALARS
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+#: ``plain_record``'s quick check of each field in ``FIELD_CHECKS``: true only if the field
+#: passes its check there and orjson read it as ``json`` does.
+_QUICK: dict[str, Callable[[object], bool]] = {
+    "ts": _time,
+    "item": _text,
+    "key": _text,
+    "event": _text,
+    "prediction_id": valid_id,
+    "output_url": _text,
+    "public_url": _text,
+    "path": _name,
+    "sha256": _text,
+    "error": _text,
+    "error_code": _text,
+    "reason": _text,
+    "bytes": _whole,
+    "attempt": _whole,
+    "cost": _cost,
+    "predict_time": _seconds,
+    "reconciled": _boolean,
+    "retryable": _boolean,
+}
+#: The fields whose string values need a look (a time, an id, a name; or a number is due):
+#: in any other, a string passes without a call.
+_LOOKED_AT = frozenset(name for name, accept in _QUICK.items() if accept is not _text)
+_fromisoformat = datetime.fromisoformat
+_SUBMITTED = JobState.SUBMITTED.value  # a plain str compares in a fifth of the enum's time
+
+
+def scan(lines: Iterable[str | bytes], warnings: list[str]) -> Iterator[dict[str, Any]]:
+    """The records of a ledger's ``lines`` (text, or bytes read as UTF-8 with any bad byte
+    replaced; each with its newline, only a torn last line lacks one), one at a time; a
+    warning in ``warnings`` for every line skipped."""
+    plain = plain_record
     for number, line in enumerate(lines, start=1):
-        if line[:1] != "{" and not line.strip():  # a record's line is not blank: no strip
+        record = plain(line)
+        if record is not None:
+            yield record
+            continue
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        if not line.strip():
             continue
         try:
-            yield decode(line)
+            yield checked(line)
         except ValueError as exc:
             if not line.endswith("\n") and isinstance(exc, json.JSONDecodeError):
                 warnings.append(
@@ -243,10 +349,9 @@ def streamed(path: Path, warnings: list[str]) -> Iterator[Iterator[dict[str, Any
         return
     except OSError as exc:
         raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
-    lines = (raw.decode("utf-8", errors="replace") for raw in handle)
     try:
         with handle:
-            yield scan(lines, warnings)
+            yield scan(handle, warnings)
     except OSError as exc:
         raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from None
 
@@ -258,9 +363,10 @@ def read(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return list(records), warnings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyState:
-    """What the ledger knows of one item key."""
+    """What the ledger knows of one item key. Slots: a fraction of the memory of a
+    ``__dict__``, for the hundreds of thousands of keys a large ledger replays."""
 
     key: str
     item: str
@@ -282,65 +388,103 @@ class KeyState:
     account: str | None = None
 
 
-def _evolve(current: KeyState, /, **changes: Any) -> KeyState:
-    """``dataclasses.replace`` without its checks: a copy of ``current`` with ``changes``, for
-    the replay's million records (it costs a third of ``replace``'s time)."""
-    fields = current.__dict__.copy()
-    fields.update(changes)
-    new = object.__new__(KeyState)
-    object.__setattr__(new, "__dict__", fields)  # the frozen class refuses its own setattr
-    return new
+#: A KeyState open to change: the same fields in the same slots, not frozen. The replay
+#: changes drafts in place (``advance``: a frozen class's own setattr costs ten times a plain
+#: one's, and a million records would each copy a state), then ``seal`` makes each the
+#: KeyState it is by switching its class, without a copy. No one sees a draft.
+_Draft: Any = make_dataclass(
+    "_Draft",
+    [(f.name, f.type, field(default=f.default)) for f in fields(KeyState)],
+    slots=True,
+    eq=False,
+)
+
+
+def _draft_of(state: KeyState) -> Any:
+    return _Draft(*[getattr(state, name) for name in _Draft.__slots__])
+
+
+def _sealed(draft: Any) -> KeyState:
+    """``draft`` made the KeyState it is: its class changes, nothing is copied."""
+    draft.__class__ = KeyState
+    return cast(KeyState, draft)
+
+
+def seal(drafts: dict[str, Any]) -> dict[str, KeyState]:
+    """The drafts of ``advance`` made KeyStates, in place."""
+    for draft in drafts.values():
+        if type(draft) is _Draft:
+            _sealed(draft)
+    return drafts
 
 
 def apply(state: KeyState, record: Mapping[str, Any]) -> KeyState:
-    """The state after one record. Unknown events leave the state as it was."""
-    event = record["event"]
-    if event == JobState.SUBMITTING:
-        return _evolve(
-            state,
-            state=JobState.SUBMITTING,
-            attempts=state.attempts + 1,
-            submitting_ts=record.get("ts"),
-            account=record.get("account"),
-            prediction_id=None,
-            error=None,
-            error_code=None,
-        )
-    if event == JobState.SUBMITTED:
-        return _evolve(
-            state,
-            state=JobState.SUBMITTED,
-            prediction_id=record.get("prediction_id"),
-            submitted_ts=record.get("ts"),
-        )
-    if event == JobState.SUCCEEDED:
-        return _evolve(
-            state,
-            state=JobState.SUCCEEDED,
-            prediction_id=record.get("prediction_id") or state.prediction_id,
-            output_url=record.get("output_url"),
-            predict_time=record.get("predict_time"),
-            cost=record.get("cost"),
-        )
-    if event == JobState.FAILED:
-        return _evolve(
-            state,
-            state=JobState.FAILED,
-            error=record.get("error"),
-            error_code=record.get("error_code"),
-            cost=record.get("cost", state.cost),
-        )
-    if event == JobState.DOWNLOADED:
-        return _evolve(
-            state,
-            state=JobState.DOWNLOADED,
-            path=record.get("path"),
-            bytes=record.get("bytes"),
-            sha256=record.get("sha256"),
-        )
-    if event == JobState.PENDING:  # a reset: e.g. a prediction lost on the server
-        return _evolve(state, state=JobState.PENDING, prediction_id=None)
-    return state
+    """The state after one record, a new KeyState (``state`` is left as it was). Unknown events
+    leave the state as it was."""
+    step = _STEPS.get(record["event"])
+    if step is None:
+        return state
+    draft = _draft_of(state)
+    step(draft, record)
+    return _sealed(draft)
+
+
+# The steps: what each event changes in a key's state, on a draft (``_Draft``).
+
+
+def _submitting(draft: Any, record: Mapping[str, Any]) -> None:
+    draft.state = JobState.SUBMITTING
+    draft.attempts += 1
+    draft.submitting_ts = record.get("ts")
+    draft.account = record.get("account")
+    draft.prediction_id = None
+    draft.error = None
+    draft.error_code = None
+
+
+def _submitted(draft: Any, record: Mapping[str, Any]) -> None:
+    draft.state = JobState.SUBMITTED
+    draft.prediction_id = record.get("prediction_id")
+    draft.submitted_ts = record.get("ts")
+
+
+def _succeeded(draft: Any, record: Mapping[str, Any]) -> None:
+    draft.state = JobState.SUCCEEDED
+    draft.prediction_id = record.get("prediction_id") or draft.prediction_id
+    draft.output_url = record.get("output_url")
+    draft.predict_time = record.get("predict_time")
+    draft.cost = record.get("cost")
+
+
+def _failed(draft: Any, record: Mapping[str, Any]) -> None:
+    draft.state = JobState.FAILED
+    draft.error = record.get("error")
+    draft.error_code = record.get("error_code")
+    draft.cost = record.get("cost", draft.cost)
+
+
+def _downloaded(draft: Any, record: Mapping[str, Any]) -> None:
+    draft.state = JobState.DOWNLOADED
+    draft.path = record.get("path")
+    draft.bytes = record.get("bytes")
+    draft.sha256 = record.get("sha256")
+
+
+def _reset(draft: Any, record: Mapping[str, Any]) -> None:
+    """Back to pending: e.g. a prediction lost on the server."""
+    draft.state = JobState.PENDING
+    draft.prediction_id = None
+
+
+#: The step of each event; any other leaves the state as it was.
+_STEPS: dict[str, Callable[[Any, Mapping[str, Any]], None]] = {
+    JobState.SUBMITTING.value: _submitting,
+    JobState.SUBMITTED.value: _submitted,
+    JobState.SUCCEEDED.value: _succeeded,
+    JobState.FAILED.value: _failed,
+    JobState.DOWNLOADED.value: _downloaded,
+    JobState.PENDING.value: _reset,
+}
 
 
 def replay(records: Iterable[Mapping[str, Any]]) -> dict[str, KeyState]:
@@ -353,18 +497,27 @@ def replay(records: Iterable[Mapping[str, Any]]) -> dict[str, KeyState]:
 
 
 def fold(states: dict[str, KeyState], record: Mapping[str, Any]) -> None:
-    """One step of ``replay``: the state of ``record``'s key after it (not an upload's)."""
-    key, item = record["key"], record["item"]
+    """One step of ``replay``: the state of ``record``'s key after it (not an upload's), a new
+    KeyState; the one it replaces is left as it was."""
+    key = record["key"]
     current = states.get(key)
-    if current is None:
-        current = _evolve(_NEW, key=key, item=item)  # KeyState(key=key, item=item), faster
-    elif current.item != item:  # the key's latest item id
-        current = _evolve(current, item=item)
-    states[key] = apply(current, record)
+    one = {} if current is None else {key: _draft_of(current)}
+    advance(one, record)
+    states[key] = _sealed(one[key])
 
 
-#: The state of a key no record has named yet: ``fold`` copies it for each new key.
-_NEW = KeyState(key="", item="")
+def advance(drafts: dict[str, Any], record: Mapping[str, Any]) -> None:
+    """``fold`` on drafts, in place: the draft of ``record``'s key is changed, or made. A
+    million records then make no copies; ``seal`` the drafts before anyone sees them."""
+    key, item = record["key"], record["item"]
+    draft = drafts.get(key)
+    if draft is None:
+        draft = drafts[key] = _Draft(key, item)
+    elif draft.item != item:  # the key's latest item id
+        draft.item = item
+    step = _STEPS.get(record["event"])
+    if step is not None:
+        step(draft, record)
 
 
 def uploads(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:

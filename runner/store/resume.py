@@ -46,21 +46,32 @@ class Replay:
 
     def fold(self, records: Iterable[Mapping[str, Any]]) -> Replay:
         """Fold records in, each by the very steps of those three (one loop for them all:
-        a million records pay for no call but the steps')."""
+        a million records pay for no call but the steps').
+
+        A fold that starts on no state keeps its states as drafts while it runs, changed in
+        place (``ledger.advance``), and seals them when it ends: no one sees them before.
+        One that starts on states it may have handed out puts new ones in their place
+        (``ledger.fold``)."""
         states, uploads, costs, known_ids = self.states, self.uploads, self.costs, self.known_ids
-        fold_state, fold_upload = ledger.fold, ledger.fold_upload
+        fresh = not states
+        fold_state = ledger.advance if fresh else ledger.fold
+        fold_upload = ledger.fold_upload
         count = 0
-        for record in records:
-            count += 1
-            prediction = record.get("prediction_id")
-            if prediction:
-                known_ids.add(str(prediction))
-                if record.get("cost") is not None:  # without one, fold_cost changes nothing
-                    fold_cost(costs, record)
-            if record["event"] in _UPLOAD_EVENTS:
-                fold_upload(uploads, record)
-            else:
-                fold_state(states, record)
+        try:
+            for record in records:
+                count += 1
+                prediction = record.get("prediction_id")
+                if prediction:
+                    known_ids.add(str(prediction))
+                    if record.get("cost") is not None:  # without one, fold_cost changes nothing
+                        fold_cost(costs, record)
+                if record["event"] in _UPLOAD_EVENTS:
+                    fold_upload(uploads, record)
+                else:
+                    fold_state(states, record)
+        finally:
+            if fresh:
+                ledger.seal(states)
         self.records += count
         return self
 
