@@ -13,6 +13,7 @@ a child process per size so that each peak RSS is its own, and prints seconds an
 ``python -m runner.bench.scale dryrun N [--events E]`` measures ``run --dry-run --offline``
 on the same manifest with an E-record ledger in its output directory (default 915,000, as
 in the issue): every item of the manifest has its records there, then earlier batches' items.
+``--csv`` writes the same items as a CSV catalog (``catalog.csv``, named directly) instead.
 
 The model's schema is cached in the output directory first, so every item's input is
 validated against it. Every tenth item carries a prompt that draws a warning (a word repeated
@@ -22,6 +23,7 @@ back to back), so the problems grow with the items as they do in a real catalog.
 from __future__ import annotations
 
 import argparse
+import csv
 import resource
 import subprocess
 import sys
@@ -43,9 +45,10 @@ WARN_EVERY = 10
 DRYRUN_EVENTS = 915_000
 
 
-def write_catalog(directory: Path, items: int) -> Path:
-    """Write ``directory/catalog.yaml`` with ``items`` items over ``DISTINCT_IMAGES`` PNGs
-    (``directory/images/``) and return its path."""
+def write_catalog(directory: Path, items: int, form: str = "yaml") -> Path:
+    """Write ``directory/catalog.yaml`` (``form`` "csv": ``directory/catalog.csv``, the same
+    items as rows under an ``id,image,prompt`` header) with ``items`` items over
+    ``DISTINCT_IMAGES`` PNGs (``directory/images/``) and return its path."""
     images = directory / "images"
     images.mkdir(parents=True, exist_ok=True)
     sources = sorted(IMAGES.glob("*.png"))
@@ -56,16 +59,22 @@ def write_catalog(directory: Path, items: int) -> Path:
         # distinct content: a PNG ignores bytes after its IEND chunk
         (images / name).write_bytes(data + number.to_bytes(2, "big"))
         names.append(name)
-    lines = [f"batch: scale-{items}", f"model: {MODEL}", "items:"]
+    rows = []
     for index in range(items):
         prompt = f"shot {index}, a deer slowly walks through the misty forest at dawn"
         if index % WARN_EVERY == 0:
             prompt += " fast fast"
-        lines += [
-            f"  - id: item-{index}",
-            f"    image: images/{names[index % DISTINCT_IMAGES]}",
-            f"    prompt: {prompt}",
-        ]
+        rows.append((f"item-{index}", f"images/{names[index % DISTINCT_IMAGES]}", prompt))
+    if form == "csv":
+        path = directory / "catalog.csv"
+        with path.open("w", encoding="utf-8", newline="") as out:
+            table = csv.writer(out, lineterminator="\n")
+            table.writerow(["id", "image", "prompt"])
+            table.writerows(rows)
+        return path
+    lines = [f"batch: scale-{items}", f"model: {MODEL}", "items:"]
+    for item_id, image, prompt in rows:
+        lines += [f"  - id: {item_id}", f"    image: {image}", f"    prompt: {prompt}"]
     path = directory / "catalog.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -84,11 +93,12 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def measure_validate(items: int) -> tuple[float, float, int]:
+def measure_validate(items: int, form: str = "yaml") -> tuple[float, float, int]:
     """(seconds, peak RSS in MB, exit code) of ``validate --offline`` on an ``items``-item
-    catalog, run as a child process (the catalog is written before the clock starts)."""
+    catalog (``form``: see ``write_catalog``), run as a child process (the catalog is written
+    before the clock starts)."""
     with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
-        manifest = write_catalog(Path(tmp), items)
+        manifest = write_catalog(Path(tmp), items, form)
         write_schema_cache(Path(tmp) / "out")
         command = [
             sys.executable,
@@ -121,15 +131,15 @@ def write_ledger(manifest: Path, output: Path, events: int) -> None:
     ledgerscale.write(output / ledger.LEDGER_NAME, events, names)
 
 
-def measure(what: str, items: int, events: int) -> tuple[float, float, int]:
+def measure(what: str, items: int, events: int, form: str = "yaml") -> tuple[float, float, int]:
     """(seconds, peak RSS in MB, exit code) of ``validate --offline`` on an ``items``-item
     catalog (``what`` "validate"), or of ``run --dry-run --offline`` on it with an
     ``events``-record ledger (``what`` "dryrun"), run as a child process (the catalog and
-    the ledger are written before the clock starts)."""
+    the ledger are written before the clock starts). ``form``: see ``write_catalog``."""
     if what == "validate":
-        return measure_validate(items)
+        return measure_validate(items, form)
     with tempfile.TemporaryDirectory(prefix="runner-scale-") as tmp:
-        manifest = write_catalog(Path(tmp), items)
+        manifest = write_catalog(Path(tmp), items, form)
         output = Path(tmp) / "out"
         write_schema_cache(output)
         write_ledger(manifest, output, events)
@@ -165,16 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         default=DRYRUN_EVENTS,
         help=f"dryrun: the ledger's records (default {DRYRUN_EVENTS:,}, as in the issue)",
     )
+    parser.add_argument(
+        "--csv",
+        action="store_true",
+        help="the items as a CSV catalog (id,image,prompt) named directly, not a YAML manifest",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    form = "csv" if args.csv else "yaml"
     if args.one:
-        seconds, peak, code = measure(args.what, args.sizes[0], args.events)
+        seconds, peak, code = measure(args.what, args.sizes[0], args.events, form)
         print(f"{args.sizes[0]} {seconds:.3f} {peak:.1f} {code}")
         return 0
     print(f"{'items':>9}{'seconds':>10}{'peak RSS':>11}  exit")
     for size in args.sizes:
         child = [sys.executable, "-m", "runner.bench.scale", args.what, str(size), "--one"]
-        child += ["--events", str(args.events)]
+        child += ["--events", str(args.events)] + (["--csv"] if args.csv else [])
         out = subprocess.run(child, capture_output=True, text=True, check=True).stdout.split()
         items, seconds, peak, code = int(out[0]), float(out[1]), float(out[2]), int(out[3])
         print(f"{items:>9,}{seconds:>10.2f}{peak:>8.0f} MB  {code}", flush=True)

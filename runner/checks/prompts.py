@@ -13,6 +13,7 @@ one bracket, unbalanced or nested brackets).
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import operator
 import re
@@ -87,13 +88,23 @@ def _word_count(count: int) -> list[Diagnostic]:
 
 def _repeats(words: list[str]) -> list[Diagnostic]:
     """A warning for each word or phrase repeated back to back ("running running")."""
-    folded = [w.casefold() for w in words]
-    if not any(map(operator.eq, folded, folded[n:]) for n in range(1, MAX_REPEAT_WORDS + 1)):
-        return []  # a repeat of n words starts with a word equal to the one n words on
+    folded = list(map(str.casefold, words))
+    if len(set(folded)) == len(folded):
+        return []  # no word twice: no repeat
+    # A repeat of n words starts with a word equal to the one n words on: only those places
+    # are looked at (found without a Python step per word).
+    starts: set[int] = set()
+    for n in range(1, MAX_REPEAT_WORDS + 1):
+        starts.update(itertools.compress(itertools.count(), map(operator.eq, folded, folded[n:])))
+    if not starts:
+        return []
     found: list[Diagnostic] = []
     seen: set[tuple[str, ...]] = set()
     i = 0
-    while i < len(folded):
+    for start in sorted(starts):
+        if start < i:
+            continue  # inside the repeat found last
+        i = start
         for n in range(1, MAX_REPEAT_WORDS + 1):
             if i + n >= len(folded) or folded[i] != folded[i + n]:
                 continue
@@ -112,9 +123,8 @@ def _repeats(words: list[str]) -> list[Diagnostic]:
                         "the vendor warns that repeated words make the animation unstable"
                     )
                 )
-            i += times * n - 1
+            i += times * n
             break
-        i += 1
     return found
 
 
@@ -125,6 +135,8 @@ def _brackets(prompt: str) -> tuple[list[str], list[Diagnostic]]:
     """
     contents: list[str] = []
     problems: list[Diagnostic] = []
+    if "[" not in prompt and "]" not in prompt:
+        return contents, problems  # most prompts: no need to walk them character by character
     opened: int | None = None
     nested = False
     for position, char in enumerate(prompt):

@@ -15,9 +15,10 @@ the preflight places each at the field the key comes from.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -179,6 +180,7 @@ def validate(request_schema: Mapping[str, Any], value: Mapping[str, Any]) -> lis
 class InputValidator:
     """One model's ``request_schema``, ready to validate any number of inputs (``validate``):
     building a jsonschema validator costs more than using it, so a batch builds one per model.
+    A schema of the usual shape is checked one property at a time (``_Split``).
     """
 
     def __init__(self, request_schema: Mapping[str, Any]) -> None:
@@ -187,17 +189,27 @@ class InputValidator:
         properties = request_schema.get("properties")
         self._properties: Mapping[str, Any] = properties if isinstance(properties, dict) else {}
         self._closed = request_schema.get("additionalProperties", True) is False
+        self._split = _Split.of(self._validator, request_schema)
 
     def validate(self, value: Mapping[str, Any]) -> list[Diagnostic]:
         """As the module's ``validate``, against this validator's schema."""
-        return _validate(self._validator, self._properties, self._closed, value)
+        if self._split is not None:
+            errors = self._split.errors(value)
+        else:
+            errors = list(self._validator.iter_errors(dict(value)))
+        return _validate(errors, self._properties, self._closed, value)
 
 
 def _validate(
-    validator: Any, properties: Mapping[str, Any], closed: bool, value: Mapping[str, Any]
+    errors: list[ValidationError],
+    properties: Mapping[str, Any],
+    closed: bool,
+    value: Mapping[str, Any],
 ) -> list[Diagnostic]:
+    if not errors and (not properties or all(key in properties for key in value)):
+        return []  # most inputs: nothing to say
     found: list[Diagnostic] = []
-    errors = sorted(validator.iter_errors(dict(value)), key=lambda e: list(e.absolute_path))
+    errors = sorted(errors, key=lambda e: list(e.absolute_path))
     mistyped = {
         err.absolute_path[0] for err in errors if err.validator == "type" and err.absolute_path
     }
@@ -221,6 +233,140 @@ def _validate(
     for diagnostic in found:
         unique.setdefault((diagnostic.subject, diagnostic.message), diagnostic)
     return list(unique.values())
+
+
+# --- one property at a time ----------------------------------------------------------------
+
+#: Keywords that assert nothing: a schema of these and a ``type`` only checks the type.
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+     "writeOnly"}
+)  # fmt: skip
+#: The keywords of a top-level schema that ``_Split`` checks apart from its properties (an
+#: ``additionalProperties`` of true or false has no error of its own: ``validate`` reports
+#: an unnamed input, with its near miss).
+_TOP = _ANNOTATIONS | {"type", "required", "properties", "additionalProperties", "$schema"}
+#: Left out of the top level's own validator: the properties (checked one at a time) and
+#: ``additionalProperties`` (no error of its own, see ``_TOP``).
+_PROPERTY_KEYWORDS = ("properties", "additionalProperties")
+#: Keywords of a property's schema that look at the value alone (no schema inside them).
+_FLAT = _ANNOTATIONS | {
+    "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minLength", "maxLength", "pattern",
+}  # fmt: skip
+#: Values whose errors are remembered per property: equal ones of one type get the same
+#: messages (not floats: 0.0 and -0.0 are equal but printed apart).
+_REMEMBERED = (str, int, bool, type(None))
+#: How many values' errors a ``_Split`` remembers: enough for the few values most catalogs
+#: repeat (a duration, a resolution), bounded where every value differs (a prompt).
+MAX_REMEMBERED = 4096
+
+
+class _Split:
+    """A schema of the usual shape (an object of named properties, some required) checked the
+    way jsonschema checks it, one property at a time: the top level's own keywords
+    (``type``, ``required``), then each property present, in the schema's order, as its
+    ``properties`` keyword descends into it. A value that plainly has its property's one
+    type skips jsonschema, and the errors of a repeated plain value are remembered, so that
+    100,000 items do not each pay for a validator per property.
+
+    The errors are jsonschema's own (``descend``, as ``properties`` calls it), so every
+    message and path is the same as checking the whole input at once.
+    """
+
+    def __init__(self, validator: Any, top: Any, properties: dict[str, Any]) -> None:
+        self._validator = validator
+        self._top = top  # the top-level keywords, without ``properties``
+        self._properties = properties
+        self._types = {  # property → its one type, where that is all its schema checks
+            key: _type_test(validator, sub["type"])
+            for key, sub in properties.items()
+            if isinstance(sub, dict) and set(sub) <= _ANNOTATIONS | {"type"}
+            and isinstance(sub.get("type"), str)
+        }  # fmt: skip
+        wanted = top.schema.get("type")
+        self._top_type = None if wanted is None else _type_test(validator, wanted)
+        self._required: Sequence[str] = top.schema.get("required", ())
+        self._flat = {
+            key for key, sub in properties.items() if isinstance(sub, dict) and set(sub) <= _FLAT
+        }
+        self._remembered: dict[tuple[str, type, object], list[ValidationError]] = {}
+
+    @classmethod
+    def of(cls, validator: Any, schema: Mapping[str, Any]) -> _Split | None:
+        """The split of ``schema`` (checked by ``validator``), or None if it is not of the
+        usual shape: a keyword outside ``_TOP``, an ``additionalProperties`` schema, a
+        ``type`` list, or a draft older than 4 (whose ``type`` may hold schemas)."""
+        properties = schema.get("properties", {})
+        if (
+            type(validator) not in _SPLIT_DRAFTS
+            or not set(schema) <= _TOP
+            or not isinstance(schema.get("additionalProperties", True), bool)
+            or not isinstance(schema.get("type", "object"), str)
+            or not isinstance(properties, dict)
+        ):
+            return None
+        top_schema = {k: v for k, v in schema.items() if k not in _PROPERTY_KEYWORDS}
+        return cls(validator, validator.evolve(schema=top_schema), properties)
+
+    def errors(self, value: Mapping[str, Any]) -> list[ValidationError]:
+        """jsonschema's errors of ``value`` against the whole schema."""
+        instance = dict(value)
+        found = [] if self._top_fits(instance) else list(self._top.iter_errors(instance))
+        for key, sub in self._properties.items():  # ``instance`` is an object
+            if key not in instance:
+                continue
+            item = instance[key]
+            fits = self._types.get(key)
+            if fits is not None and fits(item):
+                continue  # all its schema checks
+            found += self._property_errors(key, sub, item)
+        return found
+
+    def _top_fits(self, instance: dict[str, Any]) -> bool:
+        """Whether the top-level keywords (``type``, ``required``) have no error to give."""
+        if self._top_type is not None and not self._top_type(instance):
+            return False
+        return all(name in instance for name in self._required)
+
+    def _property_errors(self, key: str, sub: Any, item: Any) -> list[ValidationError]:
+        remember = key in self._flat and type(item) in _REMEMBERED
+        if remember:
+            known = self._remembered.get((key, type(item), item))
+            if known is not None:
+                return known
+        errors = list(self._validator.descend(item, sub, path=key, schema_path=key))
+        if remember and len(self._remembered) < MAX_REMEMBERED:
+            self._remembered[(key, type(item), item)] = errors
+        return errors
+
+
+def _type_test(validator: Any, name: str) -> Callable[[Any], bool]:
+    """Whether a value is of the JSON type ``name`` as ``validator`` sees it: a plain
+    ``isinstance`` where every draft from 4 on has one (``_PLAIN_TYPES``), else its checker."""
+    plain = _PLAIN_TYPES.get(name)
+    if plain is not None:
+        return lambda value: isinstance(value, plain)
+    return functools.partial(validator.is_type, type=name)
+
+
+#: The JSON types whose standard check is an ``isinstance`` (``jsonschema._types``).
+_PLAIN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "object": dict,
+    "array": list,
+    "boolean": bool,
+    "null": type(None),
+}
+#: The validators ``_Split`` stands in for: the standard ones from draft 4 on, whose type
+#: checkers are the standard ones.
+_SPLIT_DRAFTS = (
+    jsonschema.Draft4Validator,
+    jsonschema.Draft6Validator,
+    jsonschema.Draft7Validator,
+    jsonschema.Draft201909Validator,
+    Draft202012Validator,
+)
 
 
 def _validator_class(schema: Mapping[str, Any]) -> type[Any]:

@@ -20,9 +20,9 @@ other cell is text. An empty CSV cell, or a JSON null, leaves ``model``, ``promp
 an ``input.*`` or a ``meta.*`` unset; ``id``, ``image`` and ``prompt`` must not be empty.
 Images are relative to the catalog's folder (standard input's: the current directory).
 
-Each row becomes an item node of the same shape a YAML item composes into, its values marked
-with their place in the catalog (``FileMark``: the row's first physical line, and for CSV the
-field's 1-based position in the row), so that ``runner.manifest.fields`` checks it with the very
+Each row becomes an item node of the same shape a YAML item composes into, its values placed
+in the catalog (``rownodes.Spot``: the row's first physical line, and for CSV the field's
+1-based position in the row), so that ``runner.manifest.fields`` checks it with the very
 rules, and messages, of a YAML item. A row of the wrong width, a line that is not a JSON object
 and the catalog's header are checked here. Rows are read one line at a time.
 """
@@ -43,6 +43,7 @@ from yaml.nodes import MappingNode, Node
 from runner.config import open_regular_file
 from runner.diagnostics import Diagnostic, Place, error
 from runner.errors import ManifestError
+from runner.manifest import nodes
 from runner.manifest.document import MAX_MANIFEST_BYTES, Document
 from runner.manifest.jsonvalues import RESERVED_INPUT
 from runner.manifest.rownodes import (
@@ -51,11 +52,11 @@ from runner.manifest.rownodes import (
     Layout,
     item_node,
     layout_of,
-    mark_at,
     no_constant,
+    spot_at,
     str_node,
 )
-from runner.manifest.yamlnodes import FileMark, Reader, Scope, quote, unknown_key
+from runner.manifest.yamlnodes import Reader, Scope, quote, unknown_key
 
 #: Catalog formats by file name suffix.
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -88,11 +89,14 @@ def catalog_document(path: Path) -> Document:
             raise ManifestError(
                 [_error(f"cannot read the catalog: {exc.strerror}", name)]
             ) from None
-    mark = FileMark(name, 0, 0, 0, None, 0)
-    entries = [(str_node("items_from", mark), str_node(STDIN if stdin else path.name, mark))]
+    spot = spot_at(name, 1, 1)
+    entries: list[tuple[Node, Node]] = [
+        (str_node("items_from", spot), str_node(STDIN if stdin else path.name, spot))
+    ]
     if stdin:
-        entries.append((str_node("batch", mark), str_node(STDIN_BATCH, mark)))
-    return Document(MappingNode("tag:yaml.org,2002:map", entries, mark, mark), 1 + 2 * len(entries))
+        entries.append((str_node("batch", spot), str_node(STDIN_BATCH, spot)))
+    root = nodes.Mapping("tag:yaml.org,2002:map", entries, spot.at, None, name)
+    return Document(root, 1 + 2 * len(entries))
 
 
 # --- the manifest's items_from and columns ---------------------------------------------------
@@ -236,7 +240,7 @@ def _csv_rows(
             raise _Stop(f"not valid CSV: {exc}", start) from None
         if cells is None:
             return
-        if not any(cell.strip() for cell in cells):
+        if not "".join(cells).strip():
             continue  # a blank line, or a spreadsheet's row of empty cells
         if header is None:
             header, header_line = [cell.strip() for cell in cells], start
@@ -317,7 +321,7 @@ def _jsonl_rows(
 
 def _spot(name: str, line: int, column: int) -> Node:
     """A node that only marks a place, to report a problem of the catalog itself there."""
-    return str_node("", mark_at(name, line, column))
+    return str_node("", spot_at(name, line, column))
 
 
 def _json_kind(value: Any) -> str:

@@ -10,6 +10,7 @@ errors become one-line reasons here (``yaml_reason``). What the nodes hold is re
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -26,7 +27,7 @@ from yaml.events import (
     SequenceEndEvent,
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import Resolver
+from yaml.resolver import BaseResolver, Resolver
 
 from runner.config import read_regular_file
 from runner.diagnostics import Place, error
@@ -165,6 +166,7 @@ class _Bounded(Composer):
     dispose: Callable[[], None]
     resolve: Callable[..., str]  # the resolver's
     yaml_path_resolvers: dict[Any, Any]
+    yaml_implicit_resolvers: dict[Any, Any]
 
     def _start_counting(self) -> None:
         self.values = 0  # the values composed so far, every alias expanded
@@ -192,7 +194,7 @@ class _Bounded(Composer):
         before = self.values
         self._count(1, event.start_mark)
         if type(event) is ScalarEvent and event.anchor is None and not self.yaml_path_resolvers:
-            return self.compose_scalar_node(None)  # most values: PyYAML's steps, less the calls
+            return self._scalar(self.get_event())  # most values: PyYAML's steps, less the calls
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -205,17 +207,27 @@ class _Bounded(Composer):
     # PyYAML's own three, making nodes that keep their marks as numbers (``nodes``)
 
     def compose_scalar_node(self, anchor: Any) -> ScalarNode:
-        event = self.get_event()
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(ScalarNode, event.value, event.implicit)
-        first, last = event.start_mark, event.end_mark  # packed as ``nodes.pack`` does
-        start = first.line * nodes.COLUMNS + first.column
-        end = last.line * nodes.COLUMNS + last.column
-        node = nodes.Scalar(tag, event.value, start, end, event.style, None)
+        node = self._scalar(self.get_event())
         if anchor is not None:
             self.anchors[anchor] = node
         return node
+
+    def _scalar(self, event: Any) -> nodes.Scalar:
+        """The node of a scalar event taken from the parser; its tag is what ``resolve`` gives
+        (asked only if an implicit resolver could match the value's first character)."""
+        tag, value = event.tag, event.value
+        if tag is None or tag == "!":
+            table = self.yaml_implicit_resolvers
+            if self.yaml_path_resolvers or (
+                event.implicit[0] and (value[:1] in table or None in table)
+            ):
+                tag = self.resolve(ScalarNode, value, event.implicit)
+            else:
+                tag = BaseResolver.DEFAULT_SCALAR_TAG  # what ``resolve`` gives: none applies
+        first, last = event.start_mark, event.end_mark  # packed as ``nodes.pack`` does
+        start = first.line * nodes.COLUMNS + first.column
+        end = last.line * nodes.COLUMNS + last.column
+        return nodes.Scalar(tag, value, start, end, event.style, None)
 
     def compose_sequence_node(self, anchor: Any) -> SequenceNode:
         start_event = self.get_event()
@@ -227,9 +239,14 @@ class _Bounded(Composer):
         node = nodes.Sequence(tag, values, start, start_event.flow_style, None)
         if anchor is not None:
             self.anchors[anchor] = node
-        while not self.check_event(SequenceEndEvent):
-            values.append(self.compose_node(node, len(values)))
-        node._end = pack(self.get_event().end_mark)
+        plain = self._plain_scalars()
+        while type(event := self.peek_event()) is not SequenceEndEvent:
+            if plain and type(event) is ScalarEvent and event.anchor is None:
+                self._count(1, event.start_mark)
+                values.append(self._scalar(self.get_event()))
+            else:
+                values.append(self.compose_node(node, len(values)))
+        node.ends_at(pack(self.get_event().end_mark))
         return node
 
     def compose_mapping_node(self, anchor: Any) -> MappingNode:
@@ -242,11 +259,29 @@ class _Bounded(Composer):
         node = nodes.Mapping(tag, pairs, start, start_event.flow_style, None)
         if anchor is not None:
             self.anchors[anchor] = node
-        while not self.check_event(MappingEndEvent):
-            key = self.compose_node(node, None)
-            pairs.append((key, self.compose_node(node, key)))
-        node._end = pack(self.get_event().end_mark)
+        plain = self._plain_scalars()
+        while type(event := self.peek_event()) is not MappingEndEvent:
+            key: Node | None
+            if plain and type(event) is ScalarEvent and event.anchor is None:
+                self._count(1, event.start_mark)
+                key = self._scalar(self.get_event())
+                key.value = sys.intern(key.value)  # the same few keys in every item: kept once
+            else:
+                key = self.compose_node(node, None)
+            event = self.peek_event()
+            if plain and type(event) is ScalarEvent and event.anchor is None:
+                self._count(1, event.start_mark)
+                pairs.append((key, self._scalar(self.get_event())))
+            else:
+                pairs.append((key, self.compose_node(node, key)))
+        node.ends_at(pack(self.get_event().end_mark))
         return node
+
+    def _plain_scalars(self) -> bool:
+        """Whether a collection's scalars without an anchor are made as ``compose_node`` would
+        make them at once (not too deep, no path resolvers): then the collection makes them
+        itself (counted, ``_scalar``), without the calls."""
+        return self._depth < MAX_DEPTH and not self.yaml_path_resolvers
 
     def _count(self, size: int, mark: _Marked | None) -> None:
         self.values += size

@@ -24,10 +24,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from runner import cost, models
 from runner.diagnostics import Code, Place
 from runner.manifest.catalog import Rows, read_items_from
-from runner.manifest.ids import safe_name, slugify
+from runner.manifest.ids import SAFE_NAME, safe_name, slugify
 from runner.manifest.imagesource import read_image
 from runner.manifest.jsonvalues import read_input, read_meta
-from runner.manifest.nodes import spot
+from runner.manifest.nodes import marker
+from runner.manifest.places import ITEM, PlacesMaker
 from runner.manifest.yamlnodes import Reader, Scope, kind_of, quote
 
 TOP_KEYS = ("batch", "model", "price_usd", "defaults", "items", "items_from", "columns")
@@ -125,7 +126,11 @@ def _read_defaults(
     if "input" not in found:
         return optimizer, {}, None
     input_node = found["input"][1]
-    return optimizer, read_input(reader, input_node, scope, places), input_node
+    value_nodes: dict[str, Node] = {}
+    extra = read_input(reader, input_node, scope, value_nodes)
+    for name, value_node in value_nodes.items():
+        places[name] = reader.place(value_node, scope.prefix + name)
+    return optimizer, extra, input_node
 
 
 def _read_prices(reader: Reader, node: Node) -> tuple[cost.PriceOverride, dict[str, Node]]:
@@ -208,14 +213,16 @@ def _read_model(
 # --- items -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fields:
-    """One item's checked fields, before ids and keys. After an error, placeholders stand in."""
+    """One item's checked fields, before ids and keys. After an error, placeholders stand in.
+
+    It keeps where the item and its fields are written (``places``, ``ITEM`` the item
+    itself), never the item's nodes."""
 
     index: int
-    node: Node  # a node with only the item's place (``nodes.spot``)
+    line: int  # the item's line, from 1
     explicit_id: str | None
-    id_node: Node | None  # where the id is written (``nodes.spot``), if it is
     model: str
     prompt: str
     image: str
@@ -223,13 +230,14 @@ class Fields:
     image_url: str | None
     image_sha256: str | None
     input: dict[str, Any]
-    places: dict[str, Place] = field(default_factory=dict)
-    meta: dict[str, Any] | None = None  # the item's ``meta`` mapping, if it has one
+    places: Mapping[str, Place]  # ``runner.manifest.places``; "id" if the item gives one
+    meta: dict[str, Any] | None  # the item's ``meta`` mapping, if it has one
     priority: int = 0  # higher is created first (``runner.night.submit_order``)
 
-    @property
-    def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
+    def spot(self, name: str = ITEM) -> Node:
+        """A node marking where the item (``ITEM``) or its field ``name`` is written."""
+        place = self.places[name]
+        return marker(place.file, place.line, place.column)
 
 
 def item_nodes(reader: Reader, top: Top) -> list[tuple[int, MappingNode]]:
@@ -252,14 +260,16 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     """Check one item's fields against the top level's defaults."""
     scope = Scope(index, _peek_id(node))
     found = reader.entries(node, scope, ITEM_KEYS, _HINTS)
-    places = {**top.places, "item": reader.place(node)}
+    own = {ITEM: reader.where(node)}  # the item's own places (``runner.manifest.places``)
     for name in ("id", "image", "prompt", "model", "prompt_optimizer"):
         if name in found:
-            places[name] = reader.place(found[name][1], name)
-    explicit_id, id_node = None, None
+            own[name] = reader.where(found[name][1])
+    explicit_id = None
     if "id" in found:
         id_node = found["id"][1]
-        explicit_id = safe_name(reader, id_node, scope.at("id"))
+        explicit_id = _text(id_node)
+        if explicit_id is None or not SAFE_NAME.fullmatch(explicit_id):
+            explicit_id = safe_name(reader, id_node, scope.at("id"))
     model = _read_model(reader, found, scope, top.prices) or top.model
     prompt = _required_string(reader, node, found, scope, "prompt").strip()
     image = _required_string(reader, node, found, scope, "image")
@@ -268,7 +278,11 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     optimizer = top.prompt_optimizer
     if "prompt_optimizer" in found:
         optimizer = reader.boolean(found["prompt_optimizer"][1], scope.at("prompt_optimizer"))
-    extra = read_input(reader, found["input"][1], scope, places) if "input" in found else {}
+    extra: dict[str, Any] = {}
+    if "input" in found:
+        value_nodes: dict[str, Node] = {}
+        extra = read_input(reader, found["input"][1], scope, value_nodes)
+        own.update((name, reader.where(value_node)) for name, value_node in value_nodes.items())
     meta = read_meta(reader, found["meta"][1], scope) if "meta" in found else None
     priority = _priority(reader, found["priority"][1], scope) if "priority" in found else 0
     model_input: dict[str, Any] = {"prompt": prompt}
@@ -277,9 +291,8 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
     model_input.update({**top.input, **extra})
     return Fields(
         index,
-        spot(node),  # the item's place; its subtree is dropped once read
+        own[ITEM][1],
         explicit_id,
-        None if id_node is None else spot(id_node),
         model,
         prompt,
         image,
@@ -287,7 +300,7 @@ def read_item(reader: Reader, node: MappingNode, index: int, top: Top) -> Fields
         url,
         sha,
         model_input,
-        places,
+        _places_maker(reader, top).make(own),
         meta,
         priority,
     )
@@ -310,6 +323,25 @@ def _priority(reader: Reader, node: Node, scope: Scope) -> int:
     return 0
 
 
+_PLACES = "item places"
+
+
+def _places_maker(reader: Reader, top: Top) -> PlacesMaker:
+    """The reading's maker of items' places, over the top level's (kept in ``reader.memo``)."""
+    maker = reader.memo.get(_PLACES)
+    if not isinstance(maker, PlacesMaker) or maker.shared is not top.places:
+        maker = reader.memo[_PLACES] = PlacesMaker(top.places)
+    return maker
+
+
+def _text(node: Node) -> str | None:
+    """The value of a plain string node that is not blank, as ``Reader.string`` gives it; None
+    for any other node (then ``Reader.string`` says what is wrong with it)."""
+    if node.tag == _STR_TAG and isinstance(node, ScalarNode) and node.value.strip():
+        return str(node.value)
+    return None
+
+
 def _required_string(
     reader: Reader,
     node: MappingNode,
@@ -321,7 +353,7 @@ def _required_string(
     if name not in found:
         reader.error(node, scope.at(name), "is required")
         return ""
-    return reader.string(found[name][1], scope.at(name)) or ""
+    return _text(found[name][1]) or reader.string(found[name][1], scope.at(name)) or ""
 
 
 def _peek_id(node: MappingNode) -> str | None:

@@ -37,25 +37,25 @@ def read_image(
     """(local path, URL, sha256) of an image; local files are checked and hashed."""
     if not image or node is None:
         return None, None, None
-    context = scope.at("image")
     scheme = URL_SCHEME.match(image)
     if scheme:
         parts = urlsplit(image)
         if parts.scheme.lower() not in ("http", "https"):
             reader.error(
                 node,
-                context,
+                scope.at("image"),
                 f"unsupported URL scheme {quote(parts.scheme)}: use an http(s) URL,"
                 " or write a local path starting with ./",
             )
         elif not parts.hostname:
-            reader.error(node, context, f"the URL {quote(image)} has no host")
+            reader.error(node, scope.at("image"), f"the URL {quote(image)} has no host")
         return None, image, None
     files = reader.memo.get(_MEMO)
     if not isinstance(files, ImageFiles):
         files = reader.memo[_MEMO] = ImageFiles()
     found = files.look(image, base_dir)
     for severity, message, code in found.problems:
+        context = scope.at("image")
         if severity is Severity.ERROR:
             reader.error(node, context, message, code=code)
         else:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node
 
 from runner import models
-from runner.diagnostics import Place
 from runner.manifest.yamlnodes import Reader, Scope
 
 #: Input keys the manifest sets from its own fields; ``input`` may not repeat them.
@@ -22,12 +21,10 @@ RESERVED_INPUT = frozenset(
 MAX_DEPTH = 32
 
 
-def read_input(
-    reader: Reader, node: Node, scope: Scope, places: dict[str, Place]
-) -> dict[str, Any]:
+def read_input(reader: Reader, node: Node, scope: Scope, places: dict[str, Node]) -> dict[str, Any]:
     """An ``input`` mapping of extra model inputs: JSON values, none of the reserved keys.
 
-    The place of each value goes into ``places`` as ``input.<key>``.
+    The node of each value goes into ``places`` as ``input.<key>``: where it is written.
     """
     return _json_mapping(reader, node, scope, "input", places) or {}
 
@@ -39,9 +36,9 @@ def read_meta(reader: Reader, node: Node, scope: Scope) -> dict[str, Any] | None
 
 
 def _json_mapping(
-    reader: Reader, node: Node, scope: Scope, name: str, places: dict[str, Place] | None
+    reader: Reader, node: Node, scope: Scope, name: str, places: dict[str, Node] | None
 ) -> dict[str, Any] | None:
-    mapping = reader.mapping(node, scope.at(name))
+    mapping = node if isinstance(node, MappingNode) else reader.mapping(node, scope.at(name))
     if mapping is None:
         return None
     inner = scope.nested(name)
@@ -52,14 +49,17 @@ def _json_mapping(
             message = f'comes from the item\'s "{source}" field; remove it from "input"'
             reader.error(knode, inner.at(key), message)
             continue
-        ok, value = reader.value(vnode, inner.at(key))
-        problem = json_problem(value) if ok else None
+        ok, value = reader.try_value(vnode)  # the context is made only for a report
+        if not ok:
+            reader.cannot_read(vnode, inner.at(key), value)
+            continue
+        problem = json_problem(value)
         if problem:
             reader.error(vnode, inner.at(key), problem)
-        elif ok:
+        else:
             out[key] = value
             if places is not None:
-                places[f"{name}.{key}"] = reader.place(vnode, inner.prefix + key)
+                places[f"{name}.{key}"] = vnode
     return out
 
 

@@ -6,7 +6,9 @@ document's memory, while a mark is read only where a diagnostic or a field's pla
 These nodes are PyYAML's (``ScalarNode``, ``SequenceNode``, ``MappingNode`` subclasses, so
 every ``isinstance`` and PyYAML's constructor treat them as such) but keep each mark as one
 number, line and column packed, and make a ``Mark`` of it when ``start_mark`` or ``end_mark``
-is read. A node of a catalog keeps the catalog's name too: its marks are ``FileMark``s, which
+is read. The end is kept as its distance from the start: for a value on one line that is its
+width, a number small enough that Python shares one object for it rather than allocating one
+per node. A node of a catalog keeps the catalog's name too: its marks are ``FileMark``s, which
 place its problems in the catalog rather than the manifest.
 """
 
@@ -44,12 +46,13 @@ def unpack(file: str | None, packed: int) -> yaml.Mark:
 
 
 class _Placed:
-    """``start_mark`` and ``end_mark`` kept packed (``pack``), with the catalog's name (None:
-    the manifest's own text). Mixed into the node classes below."""
+    """``start_mark`` and ``end_mark`` kept packed (``pack``; the end as its distance from the
+    start), with the catalog's name (None: the manifest's own text). Mixed into the node
+    classes below."""
 
     _file: str | None
     _start: int
-    _end: int
+    _span: int  # the end's packed place less the start's
 
     @property
     def start_mark(self) -> yaml.Mark:
@@ -57,16 +60,22 @@ class _Placed:
 
     @start_mark.setter
     def start_mark(self, mark: yaml.Mark) -> None:
+        end = self._start + self._span if hasattr(self, "_span") else None
         self._file = mark.name if isinstance(mark, FileMark) else None
         self._start = pack(mark)
+        self._span = 0 if end is None else end - self._start
 
     @property
     def end_mark(self) -> yaml.Mark:
-        return unpack(self._file, self._end)
+        return unpack(self._file, self._start + self._span)
 
     @end_mark.setter
     def end_mark(self, mark: yaml.Mark) -> None:
-        self._end = pack(mark)
+        self.ends_at(pack(mark))
+
+    def ends_at(self, end: int) -> None:
+        """Set the end mark to the packed place ``end``."""
+        self._span = end - self._start
 
 
 class Scalar(_Placed, ScalarNode):
@@ -76,37 +85,44 @@ class Scalar(_Placed, ScalarNode):
         self, tag: str, value: str, start: int, end: int, style: str | None, file: str | None
     ) -> None:  # PyYAML's __init__ would store marks: not called
         self.tag, self.value, self.style = tag, value, style
-        self._file, self._start, self._end = file, start, end
+        self._file, self._start, self._span = file, start, end - start
 
 
 class Sequence(_Placed, SequenceNode):
-    """A ``SequenceNode`` placed by numbers; ``end`` is set once its end is composed."""
+    """A ``SequenceNode`` placed by numbers; its end is set (``ends_at``) once composed."""
 
     def __init__(
         self, tag: str, value: list[Any], start: int, flow_style: bool | None, file: str | None
     ) -> None:
         self.tag, self.value, self.flow_style = tag, value, flow_style
-        self._file, self._start, self._end = file, start, start
+        self._file, self._start, self._span = file, start, 0
 
 
 class Mapping(_Placed, MappingNode):
-    """A ``MappingNode`` placed by numbers; ``end`` is set once its end is composed."""
+    """A ``MappingNode`` placed by numbers; its end is set (``ends_at``) once composed."""
 
     def __init__(
         self, tag: str, value: list[Any], start: int, flow_style: bool | None, file: str | None
     ) -> None:
         self.tag, self.value, self.flow_style = tag, value, flow_style
-        self._file, self._start, self._end = file, start, start
+        self._file, self._start, self._span = file, start, 0
 
 
 def spot(node: yaml.Node) -> yaml.Node:
     """A node that keeps only ``node``'s place (its marks), not its value: what a diagnostic
     made after reading needs, without keeping the node's whole subtree alive."""
     if isinstance(node, _Placed):
-        return Scalar("", "", node._start, node._end, None, node._file)
+        return Scalar("", "", node._start, node._start + node._span, None, node._file)
     start, end = node.start_mark, node.end_mark
     file = start.name if isinstance(start, FileMark) else None
     return Scalar("", "", pack(start), pack(end or start), None, file)
+
+
+def marker(file: str | None, line: int | None, column: int | None) -> yaml.Node:
+    """A node that only marks the place ``line:column`` (from 1; None: the first) of ``file``
+    (None: the manifest's text), to report a problem there after the nodes are gone."""
+    start = ((line or 1) - 1) * COLUMNS + (column or 1) - 1
+    return Scalar("", "", start, start, None, file)
 
 
 def position(node: yaml.Node) -> tuple[str | None, int, int]:

@@ -70,6 +70,8 @@ from runner.manifest.fields import (
 from runner.manifest.ids import MAX_NAME, SAFE_NAME, derive_id, slugify, unique_id
 from runner.manifest.imagesource import IMAGE_SUFFIXES
 from runner.manifest.jsonvalues import RESERVED_INPUT
+from runner.manifest.nodes import marker
+from runner.manifest.places import ITEM
 from runner.manifest.yamlnodes import Reader, Scope, quote
 
 __all__ = [
@@ -111,7 +113,8 @@ class Item:
     #: else ``cost.DEFAULT_PRICE_USD`` (with a warning). The charge is ``metrics.cost``.
     price_usd: Decimal = Decimal(str(cost.DEFAULT_PRICE_USD))
     #: Where each field was written: "item", "id", "image", "prompt", "model",
-    #: "prompt_optimizer" and "input.<key>" (the item's own or the defaults').
+    #: "prompt_optimizer" and "input.<key>" (the item's own or the defaults'), kept small
+    #: (``runner.manifest.places.Places``).
     places: Mapping[str, Place] = field(default_factory=dict, hash=False, compare=False, repr=False)
     #: The item's ``meta`` mapping as written (None: none given): passed through to the
     #: results untouched, never sent to the API and never part of ``key``.
@@ -236,8 +239,11 @@ def _read(path: Path) -> ManifestReading:
         if reader.error_count > before:
             flawed.add(index)
     ids = _assign_ids(reader, fields)
-    items = tuple(_build_item(f, item_id, top) for f, item_id in zip(fields, ids, strict=True))
-    _warn_same_keys(reader, fields, items, flawed)
+    # each Fields is let go once its Item is made: the two are never all held at once
+    done, prices = deque(fields), _Prices(top.prices)
+    del fields
+    items = tuple(_build_item(done.popleft(), item_id, prices) for item_id in ids)
+    _warn_same_keys(reader, items, flawed)
     _warn_unused_prices(reader, top, items)
     return ManifestReading(
         path,
@@ -286,14 +292,14 @@ def _assign_ids(reader: Reader, fields: list[Fields]) -> list[str]:
     """
     taken: dict[str, Fields] = {}
     for f in fields:
-        if f.explicit_id is None or f.id_node is None:
+        if f.explicit_id is None:
             continue
         first = taken.setdefault(f.explicit_id.casefold(), f)
         if first is not f:
             context = Scope(f.index, f.explicit_id).at("id")
             other = item_label(first.index, first.explicit_id)
             reader.error(
-                f.id_node, context, f"duplicate id: {other} (line {first.line}) has it too"
+                f.spot("id"), context, f"duplicate id: {other} (line {first.line}) has it too"
             )
     ids = []
     for f in fields:
@@ -303,11 +309,25 @@ def _assign_ids(reader: Reader, fields: list[Fields]) -> list[str]:
     return ids
 
 
-def _build_item(f: Fields, item_id: str, top: Top) -> Item:
-    """The Item of checked fields, with its key (a local image counts by its sha256)."""
+class _Prices(dict[str, Decimal]):
+    """Each model's price per run under the manifest's ``price_usd``, looked up once: the
+    items of a model share one Decimal."""
+
+    def __init__(self, override: cost.PriceOverride) -> None:
+        super().__init__()
+        self.override = override
+
+    def __missing__(self, model: str) -> Decimal:
+        price = self[model] = cost.price_of(model, self.override)[0]
+        return price
+
+
+def _build_item(f: Fields, item_id: str, prices: Mapping[str, Decimal]) -> Item:
+    """The Item of checked fields, with its key (a local image counts by its sha256) and its
+    price (``prices[f.model]``)."""
     image_value = f.image_url or f"{LOCAL_IMAGE_PREFIX}{f.image_sha256 or ''}"
     keyed = {**f.input, models.image_field(f.model): image_value}
-    price, _ = cost.price_of(f.model, top.prices)
+    price = prices[f.model]
     return Item(
         id=item_id,
         index=f.index,
@@ -327,15 +347,13 @@ def _build_item(f: Fields, item_id: str, top: Top) -> Item:
     )
 
 
-def _warn_same_keys(
-    reader: Reader, fields: list[Fields], items: tuple[Item, ...], flawed: Collection[int]
-) -> None:
+def _warn_same_keys(reader: Reader, items: tuple[Item, ...], flawed: Collection[int]) -> None:
     """Warn about each item whose key an earlier item already has: the same video twice.
 
     Items with an error of their own are left out: their placeholders would look alike.
     """
     first: dict[str, Item] = {}
-    for f, item in zip(fields, items, strict=True):
+    for item in items:
         if item.index in flawed:
             continue
         earlier = first.setdefault(item.key, item)
@@ -344,7 +362,9 @@ def _warn_same_keys(
             message = (
                 f"same model, input and image as {other}: it would render the same video twice"
             )
-            reader.warn(f.node, Place(item=item.index, item_id=item.id), message)
+            where = item.places[ITEM]
+            spot = marker(where.file, where.line, where.column)
+            reader.warn(spot, Place(item=item.index, item_id=item.id), message)
 
 
 def _warn_unused_prices(reader: Reader, top: Top, items: tuple[Item, ...]) -> None:

@@ -2,9 +2,11 @@
 
 A row is a record: column → (value, 1-based column number; JSONL's are 1). ``layout`` finds, once
 per header (CSV) or per set of keys (JSONL), which column fills which item field under the
-manifest's ``columns``; ``item_node`` builds the row's node, every value marked (``FileMark``)
-with its line and column in the catalog, so that ``runner.manifest.fields`` checks it with the
-rules of a YAML item and its problems name the catalog. CSV cells are text but for
+manifest's ``columns``; ``item_node`` builds the row's node, every value placed (``Spot``: the
+catalog's name, and the value's line and column) in the catalog, so that
+``runner.manifest.fields`` checks it with the rules of a YAML item and its problems name the
+catalog. The nodes are the light ones a YAML manifest composes into (``runner.manifest.nodes``:
+a place kept as a number, not two ``Mark`` objects). CSV cells are text but for
 ``prompt_optimizer``, ``priority`` and ``input.*``, read as JSON when they are JSON (``typed``).
 """
 
@@ -13,11 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
-from runner.manifest.yamlnodes import FileMark
+from runner.manifest import nodes
 
 #: The item fields a column may fill, and the optional ones an empty cell leaves unset.
 FIELDS = ("id", "image", "prompt", "model", "prompt_optimizer", "priority", "input", "meta")
@@ -26,6 +28,7 @@ _OPTIONAL = ("model", "prompt_optimizer", "priority")
 _TYPED = ("prompt_optimizer", "priority")
 _GROUPS = ("input", "meta")
 _TAG = "tag:yaml.org,2002:"
+_STR = f"{_TAG}str"
 _JSON_STARTS = frozenset('-0123456789[{"n')
 #: A row: column → (value, 1-based column number).
 Record = Mapping[str, tuple[Any, int]]
@@ -71,24 +74,42 @@ def layout_of(columns: Columns, names: Iterable[str]) -> Layout:
     return Layout(fields, groups["input"], groups["meta"])
 
 
+class Spot(NamedTuple):
+    """A place in a catalog: its name, and its line and column packed (``nodes.pack``)."""
+
+    file: str
+    at: int
+
+
+def spot_at(name: str, line: int, column: int) -> Spot:
+    """The place ``line:column`` (both from 1) of the catalog ``name``."""
+    return Spot(name, (line - 1) * nodes.COLUMNS + column - 1)
+
+
 def item_node(record: Record, layout: Layout, name: str, line: int, *, text: bool) -> MappingNode:
     """The item node of one row: ``record`` maps a column to its value and 1-based column."""
-    mark = FileMark(name, 0, line - 1, 0, None, 0)
+    row = spot_at(name, line, 1)
     entries: list[tuple[Node, Node]] = []
     for item_field, column in layout.fields.items():
         if item_field in _GROUPS:
             continue
         value, number = record[column]
-        if _unset(value, text) and item_field in _OPTIONAL:
+        if item_field in _OPTIONAL and _unset(value, text):
             continue
         if text and item_field in _TYPED:
             value = typed(value)
-        entries.append((str_node(item_field, mark), json_node(value, mark_at(name, line, number))))
+        at = row.at + number - 1  # ``spot_at(name, line, number)``
+        key = nodes.Scalar(_STR, item_field, row.at, row.at, None, name)
+        if type(value) is str:  # most cells: ``json_node``'s string, without the calls
+            entries.append((key, nodes.Scalar(_STR, value, at, at, None, name)))
+        else:
+            entries.append((key, json_node(value, Spot(name, at))))
     for group in _GROUPS:
-        node = _group(record, layout, group, name, line, text=text)
-        if node is not None:
-            entries.append((str_node(group, mark), node))
-    return MappingNode(f"{_TAG}map", entries, mark, mark)
+        if group in layout.fields or getattr(layout, group):
+            node = _group(record, layout, group, name, line, text=text)
+            if node is not None:
+                entries.append((str_node(group, row), node))
+    return nodes.Mapping(f"{_TAG}map", entries, row.at, None, name)
 
 
 def _group(
@@ -103,25 +124,28 @@ def _group(
     """A row's ``input`` or ``meta``: its whole-object column, then its ``<group>.*`` columns;
     None if it has neither."""
     entries: list[tuple[Node, Node]] = []
+    first: Spot | None = None  # where its first key is
     column = layout.fields.get(group)
     if column is not None and not _unset(record[column][0], text):
         value, number = record[column]
-        mark = mark_at(name, line, number)
+        spot = spot_at(name, line, number)
         value = typed(value) if text else value
         if not isinstance(value, dict):
-            return json_node(value, mark)  # the fields reader reports what it is instead
-        entries += [(str_node(str(k), mark), json_node(v, mark)) for k, v in value.items()]
+            return json_node(value, spot)  # the fields reader reports what it is instead
+        entries += [(str_node(str(k), spot), json_node(v, spot)) for k, v in value.items()]
+        first = spot if entries else None
     for key, source in getattr(layout, group):
         value, number = record[source]
         if _unset(value, text):
             continue
         if text and group == "input":
             value = typed(value)
-        mark = mark_at(name, line, number)
-        entries.append((str_node(key, mark), json_node(value, mark)))
-    if not entries:
+        spot = spot_at(name, line, number)
+        first = first or spot
+        entries.append((str_node(key, spot), json_node(value, spot)))
+    if not entries or first is None:
         return None
-    return MappingNode(f"{_TAG}map", entries, entries[0][0].start_mark, entries[0][0].start_mark)
+    return nodes.Mapping(f"{_TAG}map", entries, first.at, None, name)
 
 
 def _unset(value: Any, text: bool) -> bool:
@@ -148,27 +172,27 @@ def no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def json_node(value: Any, mark: FileMark) -> Node:
-    """The YAML node of a JSON value, as composing it from YAML would make it."""
+def json_node(value: Any, spot: Spot) -> Node:
+    """The YAML node of a JSON value, as composing it from YAML would make it, at ``spot``."""
     if isinstance(value, dict):
-        pairs = [(str_node(str(k), mark), json_node(v, mark)) for k, v in value.items()]
-        return MappingNode(f"{_TAG}map", pairs, mark, mark)
+        pairs = [(str_node(str(k), spot), json_node(v, spot)) for k, v in value.items()]
+        return nodes.Mapping(f"{_TAG}map", pairs, spot.at, None, spot.file)
     if isinstance(value, list):
-        return SequenceNode(f"{_TAG}seq", [json_node(v, mark) for v in value], mark, mark)
+        values = [json_node(v, spot) for v in value]
+        return nodes.Sequence(f"{_TAG}seq", values, spot.at, None, spot.file)
     if isinstance(value, str):
-        return str_node(value, mark)
+        return str_node(value, spot)
     if value is None:
-        return ScalarNode(f"{_TAG}null", "null", mark, mark)
+        return _scalar("null", "null", spot)
     if isinstance(value, bool):
-        return ScalarNode(f"{_TAG}bool", "true" if value else "false", mark, mark)
-    kind = "int" if isinstance(value, int) else "float"
-    return ScalarNode(f"{_TAG}{kind}", repr(value), mark, mark)
+        return _scalar("bool", "true" if value else "false", spot)
+    return _scalar("int" if isinstance(value, int) else "float", repr(value), spot)
 
 
-def str_node(value: str, mark: FileMark) -> ScalarNode:
-    return ScalarNode(f"{_TAG}str", value, mark, mark)
+def str_node(value: str, spot: Spot) -> ScalarNode:
+    """A string's node at ``spot``."""
+    return nodes.Scalar(_STR, value, spot.at, spot.at, None, spot.file)
 
 
-def mark_at(name: str, line: int, column: int) -> FileMark:
-    """The place ``line:column`` (both from 1) of the catalog ``name``."""
-    return FileMark(name, 0, line - 1, column - 1, None, 0)
+def _scalar(kind: str, text: str, spot: Spot) -> ScalarNode:
+    return nodes.Scalar(f"{_TAG}{kind}", text, spot.at, spot.at, None, spot.file)

@@ -27,6 +27,9 @@ from runner.manifest.nodes import position
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+#: The keys PyYAML's ``flatten_mapping`` acts on: merges (``<<``) and value keys (``=``). A
+#: mapping without either is left as it is, and every one of its keys is explicit.
+_FLATTENED = frozenset({_MERGE_TAG, "tag:yaml.org,2002:value"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class Reader:
         file, line, column = position(node)
         return Place(file or self.file, line + 1, column + 1, field=field)
 
+    def where(self, node: Node) -> tuple[str, int, int]:
+        """The file, line and column (from 1) of ``place(node)``, without making a Place."""
+        file, line, column = position(node)
+        return file or self.file, line + 1, column + 1
+
     def error(
         self,
         node: Node,
@@ -114,13 +122,26 @@ class Reader:
 
     def value(self, node: Node, context: Place) -> tuple[bool, Any]:
         """The Python value of ``node``; (False, None) after reporting an unknown tag."""
+        ok, value = self.try_value(node)
+        if not ok:
+            self.cannot_read(node, context, value)
+            return False, None
+        return True, value
+
+    def cannot_read(self, node: Node, context: Place, exc: yaml.YAMLError) -> None:
+        """Report why ``node`` has no value (``try_value``'s error)."""
+        self.error(node, context, f"cannot read this value: {yaml_reason(exc)}")
+
+    def try_value(self, node: Node) -> tuple[bool, Any]:
+        """(True, the Python value of ``node``), or (False, the YAMLError that says why it
+        has none) for ``value`` or its caller to report: then the caller makes the context of
+        its report only if there is one."""
         if node.tag == _STR_TAG and isinstance(node, ScalarNode):
             return True, node.value  # what the constructor makes of it, without its memo
         try:
             return True, self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.error(node, context, f"cannot read this value: {yaml_reason(exc)}")
-            return False, None
+            return False, exc
 
     def entries(
         self,
@@ -130,20 +151,23 @@ class Reader:
         hints: Mapping[str, str],
     ) -> dict[str, tuple[Node, Node]]:
         """Key → (key node, value node) of a mapping; reports odd, repeated and unknown keys."""
-        explicit = {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
-        try:
-            self._constructor.flatten_mapping(node)  # resolve "<<: *anchor" merges
-        except yaml.YAMLError as exc:
-            self.error(node, scope.at(), f"cannot merge: {yaml_reason(exc)}")
-            return {}
+        explicit: set[int] | None = None  # None: every key is
+        if any(k.tag in _FLATTENED for k, _ in node.value):
+            explicit = {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
+            try:
+                self._constructor.flatten_mapping(node)  # resolve "<<: *anchor" merges
+            except yaml.YAMLError as exc:
+                self.error(node, scope.at(), f"cannot merge: {yaml_reason(exc)}")
+                return {}
         out: dict[str, tuple[Node, Node]] = {}
         for knode, vnode in node.value:
-            ok, key = self.value(knode, scope.at())
+            ok, key = self.try_value(knode)
             if not ok:
+                self.cannot_read(knode, scope.at(), key)
                 continue
             if not isinstance(key, str):
                 self.error(knode, scope.at(), f"keys must be strings, not {kind_of(knode, key)}")
-            elif key in out and id(knode) in explicit and id(out[key][0]) in explicit:
+            elif key in out and (explicit is None or {id(knode), id(out[key][0])} <= explicit):
                 self.error(knode, scope.at(key), f"key {quote(key)} appears twice in this mapping")
             elif allowed is not None and key not in allowed:
                 self.error(knode, scope.at(key), unknown_key(key, allowed, hints))

@@ -6,8 +6,10 @@ renaming an id changes nothing; editing a prompt makes a new key and a new rende
 
 from __future__ import annotations
 
+import collections
 import enum
 import fnmatch
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -46,7 +48,7 @@ class Action(enum.StrEnum):
 WORK = frozenset({Action.SUBMIT, Action.POLL, Action.RECONCILE, Action.RECHECK, Action.DOWNLOAD})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item: 100,000 in a large batch
 class Step:
     item: Item
     action: Action
@@ -59,7 +61,13 @@ class Plan:
     steps: tuple[Step, ...]
 
     def count(self, action: Action) -> int:
-        return sum(1 for step in self.steps if step.action is action)
+        """How many steps have ``action`` (all actions are counted at the first call: a
+        printout asks for each of them, and a batch has 100,000 steps)."""
+        return self._counts.get(action, 0)
+
+    @functools.cached_property
+    def _counts(self) -> Mapping[Action, int]:
+        return collections.Counter(step.action for step in self.steps)
 
     @property
     def selected(self) -> bool:
@@ -136,6 +144,8 @@ def select(plan: Plan, only: Sequence[str] = (), limit: int | None = None) -> Pl
     the first ``limit`` of them in manifest order, and every other item's work LEFT as it is.
     Items without work (done, failed, duplicates) keep their action: the summary still shows
     the whole batch."""
+    if not only and limit is None:
+        return plan  # every item's work is taken
     taken = 0
     steps = []
     for step in plan.steps:
