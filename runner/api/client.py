@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -199,8 +198,7 @@ class EachlabsClient:
         answer = await self._requests.call(
             "GET", f"/v1/prediction/{prediction_id}", priority=priority
         )
-        parsed = protocol.parse_prediction(answers.json_body(answer), prediction_id)
-        return replace(parsed, sent_at=answer.sent_at)
+        return protocol.parse_prediction(answers.json_body(answer), prediction_id, answer.sent_at)
 
     async def cancel(self, prediction_id: str) -> None:
         """Ask the server to cancel; best effort (re-poll to learn the outcome).

@@ -185,10 +185,11 @@ def failure(output: object, logs: object) -> tuple[str, str | None, bool]:
     return message or "the prediction failed without a reason", code, retryable
 
 
-def parse_prediction(body: object, prediction_id: str) -> Prediction:
-    """Parse a poll envelope; tolerate missing fields (a broken body counts as still running)."""
+def parse_prediction(body: object, prediction_id: str, sent_at: float | None = None) -> Prediction:
+    """Parse a poll envelope; tolerate missing fields (a broken body counts as still running).
+    ``sent_at``: when the poll went out (``Prediction.sent_at``)."""
     if not isinstance(body, dict):
-        return Prediction(id=prediction_id, status=RemoteStatus.RUNNING)
+        return Prediction(id=prediction_id, status=RemoteStatus.RUNNING, sent_at=sent_at)
     raw = body.get("status")
     status = parse_status(raw)
     metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
@@ -205,6 +206,7 @@ def parse_prediction(body: object, prediction_id: str) -> Prediction:
         if known_status(raw)
         else f"unknown prediction status {str(raw)[:80]!r}: treating it as still running",
         "input": body.get("input") if isinstance(body.get("input"), dict) else None,
+        "sent_at": sent_at,
     }
     if status is RemoteStatus.SUCCESS:
         url = output_url(body.get("output"))

@@ -34,12 +34,12 @@ import bisect
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import anyio
 from aiolimiter import AsyncLimiter
 
+from runner import clock as loop_clock
 from runner.api.waiters import Priority as Priority
 from runner.api.waiters import Waiter, WaiterQueue
 from runner.config import Limits
@@ -170,7 +170,7 @@ class RateLimiter:
             if clock is not None:
                 raise ValueError("the burst stage runs on the event loop's clock, not another")
             self._bucket = AsyncLimiter(burst, burst * window / limit)
-        self._clock = clock or anyio.current_time
+        self._clock = clock or loop_clock.now
         self.waiters = WaiterQueue()
         self.sent = 0
         self.refused = 0
@@ -273,16 +273,16 @@ class RateLimiter:
                 self._token_wait = None
             self._grant(tokens=1)
 
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self,
         priority: Priority = PRIORITY_POLL,
         *,
         abandon: anyio.Event | None = None,
         what: str = "",
-    ) -> AsyncIterator[Slot]:
-        """Wait until this request (``what``: its method and path, for the events) may be sent
-        under the window and ahead of lesser priorities.
+    ) -> Turn:
+        """``async with limiter.slot(...) as slot``: wait until this request (``what``: its
+        method and path, for the events) may be sent under the window and ahead of lesser
+        priorities; the request counts in the window until the ``async with`` ends.
 
         If ``abandon`` is set while waiting (and ``notify`` is called), the wait ends with
         StopRequested and no place is taken: a create waiting here when a stop is asked for is
@@ -292,6 +292,11 @@ class RateLimiter:
         the queue (its priority is not even read): with a generous window, as at a thousand
         in flight under a high rate, most requests do.
         """
+        return Turn(self, priority, abandon, what)
+
+    def _go_now(self, abandon: anyio.Event | None, what: str) -> float | None:
+        """Let a request go at once if nobody waits and a place is free: when it went (None:
+        it has to queue)."""
         now = self._clock()
         if (
             self._bucket is None
@@ -302,19 +307,17 @@ class RateLimiter:
             self.window.begin(now)
             self.sent += 1
             self.events.emit(RequestSent(what, now))
-        else:
-            await self._queue(priority, abandon, what)
-            now = self._clock()
-        slot = Slot(now)
-        try:
-            yield slot
-        finally:
-            now = self._clock()
-            self.window.end(now, refused=slot.refused)
-            self.refused += slot.refused
-            if slot.refused:
-                self.events.emit(RequestRefused(what, now))
-            self._changed()
+            return now
+        return None
+
+    def _done(self, slot: Slot, what: str) -> None:
+        """A request let go got its answer (or failed): it leaves the open ones."""
+        now = self._clock()
+        self.window.end(now, refused=slot.refused)
+        self.refused += slot.refused
+        if slot.refused:
+            self.events.emit(RequestRefused(what, now))
+        self._changed()
 
     async def _queue(self, priority: Priority, abandon: anyio.Event | None, what: str) -> None:
         """Join the waiters and return once granted a place (``slot``'s wait)."""
@@ -358,3 +361,34 @@ class RateLimiter:
             self._wake_leader()
         if freed:
             self._changed()
+
+
+class Turn:
+    """One request's turn in a RateLimiter's window (``RateLimiter.slot``): entering waits for
+    it and gives the Slot, leaving ends it. A class rather than an ``asynccontextmanager``,
+    whose generator and protocol cost about as much as the window's own work on every
+    request."""
+
+    __slots__ = ("_abandon", "_limiter", "_priority", "_slot", "_what")
+
+    def __init__(
+        self, limiter: RateLimiter, priority: Priority, abandon: anyio.Event | None, what: str
+    ) -> None:
+        self._limiter = limiter
+        self._priority = priority
+        self._abandon = abandon
+        self._what = what
+        self._slot: Slot | None = None
+
+    async def __aenter__(self) -> Slot:
+        limiter = self._limiter
+        granted = limiter._go_now(self._abandon, self._what)
+        if granted is None:
+            await limiter._queue(self._priority, self._abandon, self._what)
+            granted = limiter._clock()
+        self._slot = Slot(granted)
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._slot is not None
+        self._limiter._done(self._slot, self._what)

@@ -139,7 +139,8 @@ async def _fetch_once(
             if total is not None and total > max_bytes:
                 raise _too_large(max_bytes)
             # Each trip to a worker thread costs about as much CPU as an API request: the
-            # part is opened with its first chunk, and sealed and installed in one trip.
+            # part is opened with its first chunk, and the body's last chunk is written in
+            # the trip that seals and installs it (a small video takes one trip, not three).
             fd: int | None = None
             try:
                 if resumed:
@@ -147,18 +148,22 @@ async def _fetch_once(
                 else:
                     digest = hashlib.sha256()
                 size = offset
+                last = b""  # the body's last chunk, held for the sealing trip
                 async for chunk in response.content.iter_chunked(CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
                         await anyio.to_thread.run_sync(videos.discard, part)
                         raise _too_large(max_bytes)
                     digest.update(chunk)
-                    fd = await anyio.to_thread.run_sync(_write, fd, part, chunk)
+                    if response.content.at_eof():
+                        last = chunk
+                    else:
+                        fd = await anyio.to_thread.run_sync(_write, fd, part, chunk)
                 if total is not None and size != total:
+                    if last:  # kept in the part, for the next attempt to resume after
+                        fd = await anyio.to_thread.run_sync(_write, fd, part, last)
                     raise DownloadError(f"the body ended after {size} of {total} bytes")
-                if fd is None:  # an empty body: an empty part, which is no MP4
-                    fd = await anyio.to_thread.run_sync(_write, fd, part, b"")
-                problem = await anyio.to_thread.run_sync(_seal_and_install, fd, part, dest)
+                fd, problem = await anyio.to_thread.run_sync(_finish, fd, part, last, dest)
             finally:
                 # Inline, not in a worker thread: a cancelled download must not leak it, and
                 # closing waits on no disk (the file was fsynced, or is being given up).
@@ -200,6 +205,21 @@ def _write(fd: int | None, part: Path, chunk: bytes) -> int:
             videos.close(fd, part)
         raise
     return fd
+
+
+def _finish(fd: int | None, part: Path, last: bytes, dest: Path) -> tuple[int, str | None]:
+    """In a worker thread: write the body's ``last`` chunk (the part created afresh first if
+    ``fd`` is None: an empty body makes an empty part, which is no MP4), then seal and install
+    it (``_seal_and_install``). Returns the descriptor and the problem."""
+    opened = fd is None
+    if last or fd is None:
+        fd = _write(fd, part, last)
+    try:
+        return fd, _seal_and_install(fd, part, dest)
+    except BaseException:
+        if opened:  # else the caller closes it
+            videos.close(fd, part)
+        raise
 
 
 def _seal_and_install(fd: int, part: Path, dest: Path) -> str | None:

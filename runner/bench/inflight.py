@@ -11,11 +11,13 @@ times), and prints two figures against the issue's targets:
   child process of its own, so its CPU is not counted; the checks before the run and the
   results written after it are not either (they are per item, not per request).
 - **p95 poll lag**: for each poll, the time from when the engine's own poll schedule made it
-  due (``PollDue.due``: ``policy.next_poll_at``, or a back-off after a failed poll) to when the
-  request window let it go (the ``RequestSent`` of its ``GET /v1/prediction/<id>``), as a
-  share of the poll interval (``poll_min``, the schedule's step). Both times are read on the
-  event loop's clock by the engine and the window themselves, not guessed from outside; the
-  lag is what a busy event loop (or a slow window) adds to the schedule.
+  due (``PollDue.due``: ``policy.next_poll_at`` or a back-off after a failed poll, moved to
+  the nearest tick by ``policy.on_tick``) to when the request window let it go (the
+  ``RequestSent`` of its ``GET /v1/prediction/<id>``), as a share of the poll interval
+  (``poll_min``, the schedule's step). Both times are read on the event loop's clock by the
+  engine and the window themselves, not guessed from outside; the lag is what a busy event
+  loop (or a slow window) adds to the schedule. (The move to the tick, at most half of
+  ``policy.TICK`` of the step either way, is part of the schedule, not of the lag.)
 
 The simulator's own counts cross-check the run: every item rendered, none created twice, the
 peak in flight it saw.

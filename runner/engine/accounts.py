@@ -84,6 +84,11 @@ class Accounts:
         self._changed = anyio.Event()
         self._closed = False
 
+    @property
+    def limit(self) -> int:
+        """The most predictions new creates may keep in flight over every key."""
+        return sum(account.limit for account in self.all)
+
     def named(self, name: str | None) -> Account | None:
         """The account a ledger's ``account`` names (None, from before keys were recorded: the
         primary); None if no key of this run has that fingerprint."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-import anyio
-
+from runner import clock
 from runner.api.protocol import Prediction, RemoteStatus
 from runner.config import retries
 from runner.engine import decisions, policy
@@ -90,15 +89,16 @@ class Polling(RunContext):
         """
         prediction_id = job.state.prediction_id
         assert prediction_id is not None
-        submitted = job.submitted_at if job.submitted_at is not None else anyio.current_time()
-        deadline = max(anyio.current_time(), submitted) + self.limits.item_timeout
+        submitted = job.submitted_at if job.submitted_at is not None else clock.now()
+        deadline = max(clock.now(), submitted) + self.limits.item_timeout
         missing_since: float | None = None
         errors = 0
         last_error: RunnerError | None = None
         cancelling: tuple[str, str] | None = None  # cancel sent: the failure if it takes effect
-        spread = policy.poll_offset(prediction_id, self.limits.concurrency, self.limits.poll_min)
+        # spread as the whole run's in flight, every key's: one event loop polls them all
+        spread = policy.poll_offset(prediction_id, self.accounts.limit, self.limits.poll_min)
         while True:
-            now = anyio.current_time()
+            now = clock.now()
             at = policy.next_poll_at(
                 now=now,
                 submitted_at=submitted + spread,  # not all polled at once
@@ -113,7 +113,8 @@ class Polling(RunContext):
                     min(trouble, 10), base=self.limits.poll_min, cap=60.0, rng=self.rng
                 )
                 at = max(at, now + pause)
-            await anyio.sleep(at - now)
+            at = max(now, policy.on_tick(at, self.limits.poll_min))  # due together, go together
+            await clock.sleep(at - now)
             self.events.emit(PollDue(job.item.id, prediction_id, at))  # its lag: make bench
             last_miss = job.last_poll_at
             age_last = 0.0 if last_miss is None else last_miss - submitted
@@ -123,7 +124,7 @@ class Polling(RunContext):
                     priority=partial(self._poll_priority, submitted, age_last),
                 )
             except RunnerError as exc:
-                now = anyio.current_time()
+                now = clock.now()
                 outcome = decisions.classify(exc)
                 step = decisions.decide(Phase.POLL, outcome)
                 if step is Step.STOP_RUN:
@@ -182,7 +183,7 @@ class Polling(RunContext):
             else:
                 missing_since = None
                 errors = 0
-                seen = anyio.current_time()  # the answer's arrival: when we know
+                seen = clock.now()  # the answer's arrival: when we know
                 if prediction.status_problem:
                     self.say_once(logging.WARNING, prediction.status_problem)
                 job.last_poll_at = seen
@@ -216,14 +217,14 @@ class Polling(RunContext):
                         await self._record_timeout(job, prediction_id, cancelling, ended=True)
                         return None
                     return prediction
-            if anyio.current_time() > deadline:  # Outcome.DEADLINE: Step.CANCEL
+            if clock.now() > deadline:  # Outcome.DEADLINE: Step.CANCEL
                 if cancelling is not None:
                     await self._record_timeout(job, prediction_id, cancelling, ended=False)
                     return None
                 cancelling = await self._cancel_late(
                     job, prediction_id, last_error if errors else None
                 )
-                deadline = anyio.current_time() + self.limits.cancel_grace
+                deadline = clock.now() + self.limits.cancel_grace
 
     def _poll_priority(self, submitted: float, age_last: float, now: float) -> float:
         """Lower goes first: minus the chance this poll finds the prediction finished."""

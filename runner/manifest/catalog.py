@@ -69,16 +69,21 @@ REQUIRED = ("image", "prompt")
 _GROUPS = ("input", "meta")
 
 
+def is_stdin(path: Path) -> bool:
+    """Whether ``path`` is ``-``: the catalog on standard input."""
+    return str(path) == STDIN
+
+
 def is_catalog(path: Path) -> bool:
     """Whether ``path`` names a catalog rather than a YAML manifest: by its suffix, or ``-``."""
-    return str(path) == STDIN or path.suffix.lower() in FORMATS
+    return is_stdin(path) or path.suffix.lower() in FORMATS
 
 
 def catalog_document(path: Path) -> Document:
     """The manifest ``items_from: <path's name>`` of a catalog named directly (standard input:
     ``items_from: "-"`` and ``batch: stdin``). Raises ManifestError, as ``document.compose``
     does, for a file that cannot be opened."""
-    stdin = str(path) == STDIN
+    stdin = is_stdin(path)
     name = STDIN_NAME if stdin else str(path)
     if not stdin:
         try:

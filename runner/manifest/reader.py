@@ -55,7 +55,7 @@ from runner import cost, gcpause, models
 from runner.diagnostics import Diagnostic, Place, Severity, item_label, of_severity
 from runner.errors import ManifestError
 from runner.jobs import LOCAL_IMAGE_PREFIX, item_key
-from runner.manifest.catalog import catalog_document, is_catalog
+from runner.manifest.catalog import catalog_document, is_catalog, is_stdin
 from runner.manifest.document import MAX_NODES, compose, expanded_size
 from runner.manifest.fields import (
     DEFAULTS_KEYS,
@@ -165,7 +165,7 @@ class Item:
 class Manifest:
     """A loaded manifest: its items in order and any warnings (never errors)."""
 
-    path: Path
+    path: Path  # absolute, or ``-`` for a catalog read from standard input
     batch: str
     items: tuple[Item, ...]
     warnings: tuple[Diagnostic, ...]
@@ -195,7 +195,8 @@ class ManifestReading:
         """The runnable Manifest; raises ManifestError listing every error if there is one."""
         if self.errors:
             raise ManifestError(self.errors)
-        return Manifest(self.path.resolve(), self.batch, self.items, tuple(self.warnings))
+        path = self.path if is_stdin(self.path) else self.path.resolve()  # "-" is no file
+        return Manifest(path, self.batch, self.items, tuple(self.warnings))
 
 
 def read_manifest(path: Path) -> ManifestReading:

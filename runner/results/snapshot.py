@@ -28,6 +28,7 @@ from typing import Any
 from runner.config import read_regular_file
 from runner.errors import ConfigError
 from runner.manifest import Manifest
+from runner.manifest.catalog import STDIN_NAME, is_stdin
 from runner.manifest.ids import SAFE_NAME
 from runner.money import json_number, usd
 from runner.store.disk import write_if_changed
@@ -79,7 +80,8 @@ def snapshot_of(manifest: Manifest) -> Snapshot:
         )
         for item in manifest.items
     )
-    return Snapshot(manifest.batch, str(manifest.path), items)
+    name = STDIN_NAME if is_stdin(manifest.path) else str(manifest.path)
+    return Snapshot(manifest.batch, name, items)
 
 
 def encode(snapshot: Snapshot) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 
 from runner.diagnostics import Diagnostic, Severity
 from runner.manifest import Item, read_manifest
+from runner.results.snapshot import snapshot_of
 
 IMAGES = {"deer.png": b"\x89PNG deer", "fox.png": b"\x89PNG fox", "owl.png": b"\x89PNG owl"}
 HEADER = ["id", "image", "prompt", "input.duration", "meta.client"]
@@ -380,6 +381,19 @@ def test_stdin_is_sniffed_and_images_resolve_against_the_current_directory(
     assert item.image_path == (tmp_path / "images" / "deer.png").resolve()
     lines = data.decode().split("\n")
     assert item.line == next(n for n, text in enumerate(lines, 1) if "deer.png" in text)
+
+
+def test_a_batch_read_from_stdin_is_recorded_as_stdin_not_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``items.json`` named the manifest ``<current directory>/-``, a file that is not
+    there."""
+    images(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    stdin(monkeypatch, b"image,prompt\nimages/deer.png,a deer\n")
+    manifest = read_manifest(Path("-")).manifest()
+    assert str(manifest.path) == "-"
+    assert snapshot_of(manifest).manifest == "<stdin>"
 
 
 def test_stdin_errors_name_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,17 +12,12 @@ import pytest
 
 from runner.api.ratelimit import PRIORITY_CREATE, RateLimiter
 from runner.api.transport import MIN_CONNECTIONS, connection_limit
-from runner.config import Limits, RunConfig
+from runner.config import Limits
 from runner.engine import policy
-from runner.engine.scheduler import BatchRunner
 from runner.events import Event, Events, PollDue, RequestSent
-from runner.store import ledger
-from runner.store.budget import Budget
-from runner.store.plan import make_plan
-from runner.store.writer import LedgerWriter
-from tests.fakes import FakeApi, FakeFetcher, Script
+from tests.fakes import Script
 from tests.unit.test_scheduler import _threads_the_clock_waits_for as _threads  # noqa: F401
-from tests.unit.test_scheduler import make_items
+from tests.unit.test_scheduler import fake, make_items, run
 
 POLL_MIN = 5.0
 
@@ -46,25 +41,26 @@ def test_a_small_batch_spreads_its_polls_over_less_of_the_quantum(cap: int, wide
 
 @pytest.mark.looptime
 @pytest.mark.timeout(20)
-async def test_predictions_created_at_once_are_not_all_polled_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keys", [1, 4])
+async def test_predictions_created_at_once_are_not_all_polled_at_once(
+    tmp_path: Path, keys: int
+) -> None:
     """200 predictions created in the same instant (virtual clock, no latency): the engine's
-    first polls fall due at each one's own offset after the grid point, spread over most of a
-    quantum, where without the offset all 200 would be due in the same instant."""
+    first polls fall due at each one's own offset after the grid point (on the tick nearest
+    it), spread over most of a quantum, where without the offset all 200 would be due in the
+    same instant. The spread is the whole run's: with four keys of 50 each, as with one of 200
+    (before: each key's 50, which spread them over half as much)."""
     count = 200
-    limits = Limits(concurrency=count, rate_limit=100_000, rate_window=60.0)
-    api = FakeApi(
-        RateLimiter(limits.rate_limit, limits.rate_window),
-        script=lambda input, attempt: Script(runtime=20.0),
-    )
+    limits = Limits(concurrency=count // keys, rate_limit=100_000, rate_window=60.0)
+    apis = [
+        fake(limits, script=lambda input, attempt: Script(runtime=20.0), prefix=f"key{n}")
+        for n in range(keys)
+    ]
     heard: list[Event] = []
-    config = RunConfig(tmp_path / "b.yaml", tmp_path, "https://api.fake.invalid", "k", limits)
-    plan = make_plan(make_items(count), {}, file_ok={})
-    async with LedgerWriter(tmp_path / ledger.LEDGER_NAME) as writer:
-        runner = BatchRunner(
-            config, plan, writer, {}, spend=Budget(None), events=Events((heard.append,))
-        )
-        await runner.run_with(api, FakeFetcher(api), api.limiter)
-    created = {run.id: run.created for run in api.runs.values()}
+    items = make_items(count)
+    await run(tmp_path, items, apis[0], limits=limits, more=apis[1:], listen=heard.append)
+    created = {one.id: one.created for api in apis for one in api.runs.values()}
+    assert len(created) == count
     assert len(set(created.values())) == 1, "the creates were all made in the same instant"
     first: dict[str, float] = {}
     for event in heard:
@@ -74,7 +70,9 @@ async def test_predictions_created_at_once_are_not_all_polled_at_once(tmp_path: 
     grid = (1 + policy.GRID_OFFSET) * limits.poll_min  # the first poll's age without spread
     for pid, due in first.items():
         offset = policy.poll_offset(pid, count, limits.poll_min)
-        assert due - created[pid] == pytest.approx(grid + offset, abs=1e-6)
+        assert due == pytest.approx(
+            policy.on_tick(created[pid] + grid + offset, limits.poll_min), abs=1e-6
+        )
     dues = sorted(first.values())
     assert dues[-1] - dues[0] > 0.6 * policy.MAX_SPREAD * limits.poll_min
     # in no hundredth of a quantum are more than a tenth of them due

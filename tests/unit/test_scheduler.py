@@ -33,6 +33,7 @@ from runner.errors import (
     DownloadError,
     RunnerError,
 )
+from runner.events import Event, Events
 from runner.jobs import JobState, item_key
 from runner.keys import fingerprint
 from runner.manifest import Item
@@ -152,11 +153,13 @@ async def run(
     more: Sequence[FakeApi] = (),
     states: Mapping[str, ledger.KeyState] | None = None,
     night: Night | None = None,
+    listen: Callable[[Event], None] | None = None,
 ) -> Ran:
     """Run ``items`` as ``runner.batch`` does, against ``api``; ``meanwhile(runner)`` runs
     beside it (to stop it, say); each ledger record takes ``disk_delay`` s to write. ``more``
     are further accounts (keys ``fake-key-2``, ...), sharing ``fetcher``'s CDN. ``states``:
-    what an earlier run's ledger says (the plan resumes from it)."""
+    what an earlier run's ledger says (the plan resumes from it). ``listen`` hears the
+    engine's events."""
     config = RunConfig(
         manifest_path=tmp_path / "batch.yaml",
         output_dir=tmp_path,
@@ -170,7 +173,8 @@ async def run(
     path = tmp_path / ledger.LEDGER_NAME
     async with SlowDisk(path, disk_delay) if disk_delay else LedgerWriter(path) as writer:
         spend = Budget(budget, run_cap=config.night.max_spend)
-        runner = BatchRunner(config, plan, writer, {}, spend=spend)
+        events = Events((listen,)) if listen is not None else None
+        runner = BatchRunner(config, plan, writer, {}, spend=spend, events=events)
         began = anyio.current_time()
         async with anyio.create_task_group() as tg:
             if meanwhile is not None:
