@@ -13,7 +13,9 @@ resident memory is its own (``ru_maxrss`` of a process is the largest it ever wa
 - a thousand in flight on the time-compressed simulator (``inflight``): the runner's CPU per
   API request and the p95 poll lag as a share of the poll interval;
 - two keys against one (``keys``): the same batch's throughput on two accounts and on one,
-  against the ideal speed-up of their oracle makespans, each key within its own cap and window.
+  against the ideal speed-up of their oracle makespans, each key within its own cap and window;
+- the command line's start-up (``startup``): ``i2v-runner --help``, against a bare interpreter
+  started as often, the median of each.
 
 Then one PASS/FAIL line per target. Seconds include starting the interpreter (about 0.1 s).
 """
@@ -25,6 +27,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,9 @@ REPLAY_EVENTS = 1_000_000
 VALIDATE_SECONDS, VALIDATE_MB = 8.0, 400.0
 DRY_RUN_SECONDS, DRY_RUN_MB = 12.0, 600.0
 REPLAY_SECONDS = 4.0
+HELP_SECONDS = 0.3
+#: Starts of each command timed for the start-up's medians.
+STARTS = 7
 #: Growth per 10x the items above which a pass is not linear any more (10: exactly linear;
 #: the smallest size is mostly the interpreter starting, so the first step is far below).
 MAX_GROWTH = 15.0
@@ -76,6 +82,25 @@ def measure(kind: str, size: int) -> dict[str, Any]:
     return figures
 
 
+def startup() -> dict[str, float]:
+    """Median wall seconds of ``i2v-runner --help`` and of a bare ``python -c pass``, started
+    in turn STARTS times each (so that both meet the same load on a shared machine)."""
+    print("measuring the start-up ...", file=sys.stderr, flush=True)
+    script = Path(sys.executable).with_name("i2v-runner")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "runner"]
+
+    def seconds(argv: list[str]) -> float:
+        began = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True)
+        return time.perf_counter() - began
+
+    helps, bares = [], []
+    for _ in range(STARTS):
+        helps.append(seconds([*command, "--help"]))
+        bares.append(seconds([sys.executable, "-c", "pass"]))
+    return {"help": statistics.median(helps), "bare": statistics.median(bares)}
+
+
 def growth(seconds: list[float]) -> list[float]:
     """Seconds at each size over seconds at the size before (sizes 10x apart)."""
     return [after / before for before, after in itertools.pairwise(seconds)]
@@ -94,6 +119,7 @@ def verdicts(
     dry: list[dict[str, Any]],
     replay: dict[str, Any],
     flight: dict[str, Any],
+    start: dict[str, float],
 ) -> list[tuple[str, bool, str]]:
     """(label, passed, figures) for each target."""
     checks = []
@@ -143,6 +169,11 @@ def verdicts(
             share < inflight.TARGET_LAG_SHARE and done,
             f"{share:.1%} ({1000 * flight['p95_lag']:.1f} ms of {inflight.LIMITS.poll_min:g} s)",
         ),
+        (
+            f"i2v-runner --help under {HELP_SECONDS:g} s",
+            start["help"] < HELP_SECONDS,
+            f"{start['help']:.2f} s",
+        ),
     ]
     return checks
 
@@ -157,6 +188,7 @@ def main() -> int:
 
     print("measuring two keys against one ...", file=sys.stderr, flush=True)
     one_key, two_keys = asyncio.run(keys.measure_both())
+    start = startup()
     print()
     print("Scale: one run on this machine; each figure in a process of its own")
     print(f"{'items':<38}" + "".join(f"{size:>10,}" for size in SIZES) + "   growth per 10x")
@@ -169,8 +201,12 @@ def main() -> int:
     )
     print(f"1,000 in flight: {flight['report']}")
     print(keys.rows(one_key, two_keys))
+    print(
+        f"start-up, median of {STARTS}: i2v-runner --help {start['help']:.2f} s, a bare "
+        f"interpreter {start['bare']:.2f} s ({start['help'] / start['bare']:.1f}x)"
+    )
     print(f"(the table took {time.monotonic() - begun:.0f} s)")
-    checks = verdicts(validate, dry, replay, flight) + keys.verdict(one_key, two_keys)
+    checks = verdicts(validate, dry, replay, flight, start) + keys.verdict(one_key, two_keys)
     for label, ok, value in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {label}: {value}")
     return 0 if all(ok for _, ok, _ in checks) else 1
