@@ -13,7 +13,14 @@ from runner.cli.cancel import add_cancel_parser
 from runner.cli.report import add_report_parser
 from runner.cli.simulate import add_simulate_parser
 from runner.cli.status import add_status_parser
-from runner.cli.values import add_api_options, error_codes, positive, seconds, usd_amount
+from runner.cli.values import (
+    add_api_options,
+    duration,
+    error_codes,
+    positive,
+    seconds,
+    usd_amount,
+)
 
 if TYPE_CHECKING:
     from runner.display import ViewSettings
@@ -22,7 +29,7 @@ from runner.errors import (
     ConfigError,
 )
 from runner.money import usd
-from runner.night import Night, Order, deadline_of, parse_duration, parse_until
+from runner.night import Night, Order, deadline_of, parse_until
 
 
 def _verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
@@ -134,7 +141,7 @@ def _night_options(parent: argparse.ArgumentParser) -> None:
     )
     night.add_argument(
         "--max-wall",
-        type=_duration,
+        type=duration("--max-wall"),
         metavar="DURATION",
         help="the same, for a deadline this long after the start: 7h30m, 45m, 90s",
     )
@@ -160,13 +167,6 @@ def _night_options(parent: argparse.ArgumentParser) -> None:
         "run time of each item's model); an item's priority: goes first in both "
         "(default: %(default)s)",
     )
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def night_from(args: argparse.Namespace, now: datetime) -> Night:
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--grace",
-        type=_duration,
+        type=duration("--grace"),
         metavar="DURATION",
         help="with --until/--max-wall: how long predictions still running at the deadline are "
         "waited for before the run ends and leaves them to the next run (default: the p95 run "

@@ -13,6 +13,7 @@ from runner import config as cfg
 from runner.errors import (
     ConfigError,
 )
+from runner.night import parse_duration
 
 #: The largest value a numeric option takes. Nothing this CLI counts means anything past a
 #: billion (seconds: 31 years; MB: a petabyte); a larger value is a typo, and refusing it keeps
@@ -103,6 +104,19 @@ def usd_amount(option: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             return cfg.parse_usd(text, option)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def duration(option: str) -> Callable[[str], float]:
+    """An argparse type: ``7h30m``, ``45m``, ``90s`` or seconds (``night.parse_duration``),
+    refused in words that name ``option``."""
+
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, option)
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 

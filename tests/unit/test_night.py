@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from runner.cli.options import build_parser
 from runner.engine.policy import RuntimeModel
 from runner.errors import ConfigError
 from runner.night import (
@@ -135,6 +136,19 @@ def test_a_duration_reads_its_units(text: str, seconds: float) -> None:
 def test_a_bad_duration_is_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="--max-wall"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("option", ["--max-wall", "--grace"])
+def test_a_bad_duration_on_the_command_line_names_its_own_option(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a bad --grace was refused as "--max-wall must be a duration"."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "m.yaml", option, "soon"])
+    said = capsys.readouterr().err
+    assert f"argument {option}: {option} must be a duration" in said
+    other = ({"--max-wall", "--grace"} - {option}).pop()
+    assert f"{other} must be" not in said
 
 
 def test_the_deadline_is_the_earlier_of_until_and_max_wall() -> None:
