@@ -23,11 +23,10 @@ from runner.store.ledger import encode, now_iso
 class _Batch:
     """The records appended while the write before them was under way: written in one go."""
 
-    __slots__ = ("failure", "lines", "started", "written")
+    __slots__ = ("failure", "lines", "written")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
-        self.started = False  # taken by the first of its appends to get the writer's turn
         self.written = False  # whole on disk and fsynced
         self.failure = "the record was not written"
 
@@ -129,9 +128,8 @@ class LedgerWriter:
         batch.lines.append(encode(record))
         with anyio.CancelScope(shield=True):
             async with self._lock:  # first come, first served: batches go in order
-                if not batch.started:  # the first of its batch to get the turn writes it all
-                    batch.started = True
-                    self._queued = _Batch()
+                if batch is self._queued:  # the first of its batch to get the turn writes it
+                    self._queued = _Batch()  # all; appends from now on make the next batch
                     self.writes += 1
                     try:
                         await anyio.to_thread.run_sync(self._write, b"".join(batch.lines))
