@@ -37,6 +37,8 @@ from runner.errors import ConfigError
 
 #: The run time an item is fitted with: this quantile of its model's learned run times.
 FIT_QUANTILE = 0.9
+#: An item's typical run time (how long it holds its slot; what shortest-first sorts by).
+TYPICAL_QUANTILE = 0.5
 #: The run time the grace after a deadline waits by default: this quantile.
 GRACE_QUANTILE = 0.95
 #: A download's expected length before one has been timed, as a share of the expected run

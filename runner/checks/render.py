@@ -9,6 +9,7 @@ text from a ``Report`` (and the run's ``Limits`` for the time).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
@@ -18,7 +19,7 @@ from runner.checks.preflight import Report
 from runner.config import Limits
 from runner.diagnostics import Diagnostic
 from runner.engine import policy
-from runner.store.plan import Action, past_runtimes
+from runner.store.plan import Action, past_runtimes, to_submit
 
 #: The count column of the plan is at least this wide (99,999 fits); a larger count widens it.
 COUNT_WIDTH = 5
@@ -175,23 +176,14 @@ def _night_line(
     plan = report.plan
     models = policy.by_model(past_runtimes(plan), limits.expected_runtime)
 
-    def model(slug: str) -> policy.RuntimeModel:
-        return models.setdefault(slug, policy.RuntimeModel(limits.expected_runtime))
+    @functools.cache
+    def runtimes(slug: str) -> tuple[float, float]:
+        """The model's typical run time and the one its items are fitted with."""
+        model = models[slug]
+        return model.quantile(night.TYPICAL_QUANTILE), model.quantile(night.FIT_QUANTILE)
 
-    steps = night.submit_order(
-        [step for step in plan.steps if step.action is Action.SUBMIT],
-        tonight.order,
-        priority=lambda step: step.item.priority,
-        expected=lambda step: model(step.item.model).quantile(0.5),
-    )
-    items = [
-        night.Planned(
-            model(step.item.model).quantile(0.5),
-            model(step.item.model).quantile(night.FIT_QUANTILE),
-            step.item.price_usd,
-        )
-        for step in steps
-    ]
+    steps = to_submit(plan, tonight.order, lambda slug: runtimes(slug)[0])
+    items = [night.Planned(*runtimes(step.item.model), step.item.price_usd) for step in steps]
     resumed = plan.count(Action.POLL) + plan.count(Action.RECONCILE) + plan.count(Action.RECHECK)
     pace = night.Pace(
         slots=limits.concurrency * keys,

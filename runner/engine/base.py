@@ -31,7 +31,7 @@ from runner.errors import (
 from runner.events import Events, ItemChanged, SpendChanged, logged
 from runner.jobs import JobState, transition
 from runner.manifest import Item
-from runner.night import DOWNLOAD_SHARE, FIT_QUANTILE, NightStop, Pace, fits
+from runner.night import DOWNLOAD_SHARE, FIT_QUANTILE, TYPICAL_QUANTILE, NightStop, Pace, fits
 from runner.store.budget import Budget
 from runner.store.ledger import KeyState, apply, seconds_since
 from runner.store.plan import Plan, past_runtimes
@@ -169,9 +169,11 @@ class RunContext:
 
     def model_runtime(self, model: str) -> policy.RuntimeModel:
         """What the batch has learned of ``model``'s run times."""
-        if model not in self.model_runtimes:
-            self.model_runtimes[model] = policy.RuntimeModel(self.limits.expected_runtime)
         return self.model_runtimes[model]
+
+    def _typical_runtime(self, model: str) -> float:
+        """``model``'s typical run time as learned so far (what shortest-first sorts by)."""
+        return self.model_runtime(model).quantile(TYPICAL_QUANTILE)
 
     def begin_night(self) -> None:
         """Put the night's deadline (a wall-clock time) on the run's monotonic clock."""
@@ -185,7 +187,7 @@ class RunContext:
         if self.deadline is None:
             return True
         pace = Pace(
-            slots=self.limits.concurrency,
+            slots=self.accounts.limit,
             see_end=self.limits.poll_min,
             download=self.download_seconds,
         )
@@ -207,9 +209,6 @@ class RunContext:
         still not sent: ``fits_tonight`` before each)."""
         if self.outcome.night_stop is None:
             self.outcome.night_stop = why
-            running = sum(
-                1 for j in self.outcome.jobs.values() if j.state.state is JobState.SUBMITTED
-            )
             reason = {
                 NightStop.DEADLINE: "the next item could not finish by the deadline",
                 NightStop.MAX_ITEMS: f"--max-items {self.night.max_items} items were taken up",
@@ -221,8 +220,12 @@ class RunContext:
                 "the next run",
                 "" if job is None else f"{job.item.id}: ",
                 reason,
-                running,
+                len(self._running()),
             )
+
+    def _running(self) -> list[Job]:
+        """The jobs whose prediction is running on the server, as far as the run knows."""
+        return [job for job in self.outcome.jobs.values() if job.state.state is JobState.SUBMITTED]
 
     def _stopped(self, kind: str, exc: BaseException) -> None:
         if self.outcome.stopped is None:

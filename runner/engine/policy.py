@@ -21,8 +21,10 @@ from __future__ import annotations
 import bisect
 import math
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from runner.api.answers import backoff as backoff  # the engine's back-offs are the API's
 
@@ -132,12 +134,13 @@ class RuntimeModel:
         return self.expected * math.exp(-_Z01 * PRIOR_SIGMA)
 
 
-def by_model(runs: Iterable[tuple[str, float]], expected: float) -> dict[str, RuntimeModel]:
+def by_model(runs: Iterable[tuple[str, float]], expected: float) -> defaultdict[str, RuntimeModel]:
     """A RuntimeModel per model slug, each learning the ``(model, seconds)`` runs given (an
-    earlier run's successes, say), from a prior around ``expected``."""
-    models: dict[str, RuntimeModel] = {}
+    earlier run's successes, say), from a prior around ``expected``; a model not seen yet
+    gets one at its first mention."""
+    models: defaultdict[str, RuntimeModel] = defaultdict(partial(RuntimeModel, expected))
     for model, seconds in runs:
-        models.setdefault(model, RuntimeModel(expected)).observe(seconds)
+        models[model].observe(seconds)
     return models
 
 

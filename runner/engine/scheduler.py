@@ -60,9 +60,8 @@ from runner.errors import (
 )
 from runner.jobs import JobState
 from runner.keys import fingerprint
-from runner.night import GRACE_QUANTILE, NightStop, submit_order
-from runner.store.plan import Action
-from runner.store.plan import Step as PlanStep
+from runner.night import GRACE_QUANTILE, NightStop
+from runner.store.plan import Action, to_submit
 from runner.walltime import duration
 
 __all__ = ["BatchRunner"]
@@ -127,7 +126,7 @@ class BatchRunner(Creating, Polling, Fetching):
                     elif step.action in (Action.POLL, Action.RECONCILE, Action.RECHECK):
                         self.accounts.force(self.account(job))
                         self._spawn(tg, self._in_flight, job, step.action)
-                for step in self._submit_order():
+                for step in to_submit(self.plan, self.night.order, self._typical_runtime):
                     account = await self.accounts.acquire()
                     if account is None:  # every key refused creates
                         break
@@ -165,16 +164,6 @@ class BatchRunner(Creating, Polling, Fetching):
             gc.unfreeze()
         return self.outcome
 
-    def _submit_order(self) -> list[PlanStep]:
-        """The items to create, in the order the run creates them (``runner.night``)."""
-        steps = [step for step in self.plan.steps if step.action is Action.SUBMIT]
-        return submit_order(
-            steps,
-            self.night.order,
-            priority=lambda step: step.item.priority,
-            expected=lambda step: self.model_runtime(step.item.model).quantile(0.5),
-        )
-
     def _spawn(self, tg: TaskGroup, work: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Start one item's task in ``tg``, counted, so the run knows when all have ended."""
         self._working += 1
@@ -197,8 +186,7 @@ class BatchRunner(Creating, Polling, Fetching):
         running (and their downloads); then (with --cancel-at-deadline, cancel them and watch
         for ``cancel_grace``) end the run: what still runs is picked up by the next one."""
         assert self.deadline is not None
-        with anyio.move_on_after(self.deadline - anyio.current_time()):
-            await self._idle.wait()
+        if await self._idle_within(self.deadline - anyio.current_time()):
             return
         self.stop_for_night(NightStop.DEADLINE)
         grace = self.night.grace
@@ -209,28 +197,32 @@ class BatchRunner(Creating, Polling, Fetching):
             "the deadline has come: waiting up to %s for the predictions still running",
             duration(grace),
         )
-        with anyio.move_on_after(grace):
-            await self._idle.wait()
+        if await self._idle_within(grace):
             return
         if self.night.cancel_at_deadline:
             await self._cancel_running()
-            with anyio.move_on_after(self.limits.cancel_grace):
-                await self._idle.wait()
+            if await self._idle_within(self.limits.cancel_grace):
                 return
-        running = [j for j in self.outcome.jobs.values() if j.state.state is JobState.SUBMITTED]
         self.say(
             logging.WARNING,
             "the grace after the deadline is over: %d predictions still running are left for "
             "the next run (not cancelled)",
-            len(running),
+            len(self._running()),
         )
         self.cancel()
+
+    async def _idle_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the run to be idle (every item's task ended); whether
+        it was."""
+        with anyio.move_on_after(seconds):
+            await self._idle.wait()
+        return self._idle.is_set()
 
     async def _cancel_running(self) -> None:
         """--cancel-at-deadline: ask the server to cancel every prediction still running (best
         effort: the polls tell how each ends)."""
         for job in list(self.outcome.jobs.values()):
-            prediction_id = job.state.prediction_id
+            prediction_id = job.state.prediction_id  # (one may end while others are asked)
             if job.state.state is not JobState.SUBMITTED or prediction_id is None:
                 continue
             job.night_cancelled = True

@@ -10,12 +10,13 @@ import collections
 import enum
 import fnmatch
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from runner.config import RetryFailed, retries
 from runner.jobs import JobState
 from runner.manifest import Item
+from runner.night import Order, submit_order
 from runner.store.ledger import KeyState
 
 #: The error code recorded when a succeeded prediction's video could not be fetched.
@@ -93,6 +94,18 @@ def make_plan(
         first_with_key[item.key] = item.id
         steps.append(Step(item, _action(state, file_ok.get(item.key, False), retry_failed), state))
     return Plan(tuple(steps))
+
+
+def to_submit(plan: Plan, order: Order, typical: Callable[[str], float]) -> list[Step]:
+    """The steps to create, in the order a run creates them (``night.submit_order``);
+    ``typical(model)``: that model's typical run time, asked once per model."""
+    once = functools.cache(typical)
+    return submit_order(
+        [step for step in plan.steps if step.action is Action.SUBMIT],
+        order,
+        priority=lambda step: step.item.priority,
+        expected=lambda step: once(step.item.model),
+    )
 
 
 def past_runtimes(plan: Plan) -> Iterator[tuple[str, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from runner import models
 from runner.checks import items, schema
 from runner.checks.preflight import Report
 from runner.checks.render import render_plan
-from runner.config import CheckConfig
+from runner.config import CheckConfig, Limits
 from runner.cost import Estimate, usd
 from runner.diagnostics import Diagnostic, Severity
+from runner.engine.policy import RuntimeModel
 from runner.manifest import Item, document, read_manifest
 from runner.manifest import reader as manifest_reader
 from runner.manifest.yamlnodes import Reader
+from runner.night import FIT_QUANTILE, Night, Order
 from runner.store.ledger import KeyState
 from runner.store.plan import Action, Plan, Step
 
@@ -248,12 +251,12 @@ def test_usd_prints_dollars_and_cents_without_float_noise(amount: float, text: s
     assert usd(amount) == text
 
 
-def plan_item(n: int) -> Item:
+def plan_item(n: int, model: str = "minimax-i2v-01") -> Item:
     return Item(
         id=f"i{n}",
         index=n,
         line=n + 2,
-        model="minimax-i2v-01",
+        model=model,
         prompt="p",
         image="https://example.org/x.png",
         image_path=None,
@@ -265,14 +268,10 @@ def plan_item(n: int) -> Item:
     )
 
 
-def test_the_plan_keeps_its_count_column_at_100000_items() -> None:
-    actions = [Action.SUBMIT] * 100_000 + [Action.DONE] * 7
-    steps = tuple(
-        Step(plan_item(n), action, KeyState(key=f"k{n}", item=f"i{n}"))
-        for n, action in enumerate(actions)
-    )
+def plan_report(steps: tuple[Step, ...]) -> Report:
+    """The report of checks that passed, planning ``steps``."""
     to_submit = tuple((s.item.id, s.item.price_usd) for s in steps if s.action is Action.SUBMIT)
-    report = Report(
+    return Report(
         manifest_path=Path("m.yaml"),
         batch="b",
         output_dir=Path("out"),
@@ -280,7 +279,15 @@ def test_the_plan_keeps_its_count_column_at_100000_items() -> None:
         plan=Plan(steps),
         estimate=Estimate(to_submit=to_submit),
     )
-    lines = render_plan(report).splitlines()
+
+
+def test_the_plan_keeps_its_count_column_at_100000_items() -> None:
+    actions = [Action.SUBMIT] * 100_000 + [Action.DONE] * 7
+    steps = tuple(
+        Step(plan_item(n), action, KeyState(key=f"k{n}", item=f"i{n}"))
+        for n, action in enumerate(actions)
+    )
+    lines = render_plan(plan_report(steps)).splitlines()
     rows = {name: line for line in lines for name in ("to submit", "already done") if name in line}
     assert rows["to submit"].split()[2] == "100,000"
     assert rows["already done"].split()[2] == "7"
@@ -288,3 +295,33 @@ def test_the_plan_keeps_its_count_column_at_100000_items() -> None:
     assert ends["to submit"] == ends["already done"]  # right-aligned in one column
     [cost_line] = [line for line in lines if "estimated cost" in line]
     assert cost_line.strip() == "estimated cost: 100,000 × $0.43 = $43,000.00"
+
+
+@pytest.mark.parametrize("order", list(Order))
+def test_the_nights_forecast_reads_each_models_run_times_once_not_once_per_item(
+    monkeypatch: pytest.MonkeyPatch, order: Order
+) -> None:
+    """Before: three quantiles (a bisection of 60 steps each) per item to submit, about 4 s of
+    a 100,000-item plan with --until. Now each model's typical and fitting run times are
+    found once."""
+    asked: list[float] = []
+    quantile = RuntimeModel.quantile
+
+    def counted(self: RuntimeModel, share: float) -> float:
+        asked.append(share)
+        return quantile(self, share)
+
+    monkeypatch.setattr(RuntimeModel, "quantile", counted)
+    steps = tuple(
+        Step(
+            plan_item(n, ("minimax-i2v-01", "other")[n % 2]),
+            Action.SUBMIT,
+            KeyState(f"k{n}", f"i{n}"),
+        )
+        for n in range(1000)
+    )
+    now = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+    tonight = Night(deadline=now + timedelta(hours=8), order=order)
+    text = render_plan(plan_report(steps), limits=Limits(), tonight=tonight, now=now)
+    assert "of 1,000 items to submit finish" in text
+    assert sorted(asked) == [0.5, 0.5, FIT_QUANTILE, FIT_QUANTILE]  # two models, twice each
